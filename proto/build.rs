@@ -1,0 +1,14 @@
+//! Compiles `custody/v1/*.proto` with protox (pure Rust, no `protoc` on the machine needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["custody/v1/upload.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["."])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! `/api/v1/evidence`: listing, metadata and content (with HTTP Range) of evidence.
+
+use crate::{ApiError, ApiState, auth::Actor};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use custody_core::{DeviceId, Evidence, EvidenceFilter, EvidenceId, ErrorCode, StationId, Timestamp};
+use custody_store::PageCursor;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    /// Only evidence from this recorder.
+    device: Option<String>,
+    /// Only evidence offloaded by this station.
+    station: Option<String>,
+    /// Capture start at or after this RFC 3339 time.
+    from: Option<String>,
+    /// Capture start before this RFC 3339 time.
+    to: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EvidenceJson {
+    id: EvidenceId,
+    sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sm3: Option<String>,
+    size: u64,
+    device_id: String,
+    station_id: String,
+    file_name: String,
+    media_type: &'static str,
+    /// GA/T 947 importance mark: 1 normal, 2 medium, 3 important.
+    importance: u8,
+    captured_at: Timestamp,
+    ingested_at: Timestamp,
+    content_url: String,
+}
+
+impl From<Evidence> for EvidenceJson {
+    fn from(e: Evidence) -> Self {
+        Self {
+            content_url: format!("/api/v1/evidence/{}/content", e.id),
+            id: e.id,
+            sha256: e.sha256.to_hex(),
+            sm3: e.sm3.map(|s| s.to_hex()),
+            size: e.size,
+            device_id: e.device_id.to_string(),
+            station_id: e.station_id.to_string(),
+            file_name: e.file_name.as_str().to_string(),
+            media_type: e.media_type.as_str(),
+            importance: e.importance.mark(),
+            captured_at: e.captured_at,
+            ingested_at: e.ingested_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ListJson {
+    items: Vec<EvidenceJson>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+fn parse_id(s: &str) -> Result<EvidenceId, ApiError> {
+    EvidenceId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    s.map(|s| Timestamp::parse_rfc3339(s).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))).transpose()
+}
+
+pub(crate) async fn list(
+    State(s): State<ApiState>,
+    Extension(_actor): Extension<Actor>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListJson>, ApiError> {
+    let filter = EvidenceFilter {
+        device_id: q.device.map(DeviceId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?,
+        station_id: q.station.map(StationId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?,
+        captured_from: parse_time("from", q.from.as_deref())?,
+        captured_to: parse_time("to", q.to.as_deref())?,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit: must be between 1 and {MAX_LIMIT}, got {limit}")));
+    }
+    let after = q.cursor.as_deref().map(PageCursor::decode).transpose().map_err(ApiError::bad_request)?;
+    let page = s.ingest.list(&filter, after, limit).await?;
+    Ok(Json(ListJson {
+        items: page.items.into_iter().map(EvidenceJson::from).collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+pub(crate) async fn get_one(
+    State(s): State<ApiState>,
+    Extension(_actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<EvidenceJson>, ApiError> {
+    let e = s.ingest.evidence(parse_id(&id)?).await?;
+    Ok(Json(e.into()))
+}
+
+fn content_type(e: &Evidence) -> &'static str {
+    let name = e.file_name.as_str().to_ascii_lowercase();
+    let ext = name.rsplit_once('.').map(|(_, x)| x).unwrap_or("");
+    match ext {
+        "mp4" | "m4v" => "video/mp4",
+        "mov" => "video/quicktime",
+        "avi" => "video/x-msvideo",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "aac" => "audio/aac",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Which bytes a Range header asks for: `None` for the whole object (no header, or several ranges, which
+/// this server answers in full as RFC 9110 allows), or one range (end exclusive).
+fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let s = value.to_str().map_err(|_| ApiError::bad_request("range: header is not ASCII"))?;
+    let parsed = http_range_header::parse_range_header(s)
+        .map_err(|e| ApiError::new(ErrorCode::OutOfRange, format!("range: cannot parse {s:?}: {e}")))?;
+    let ranges = parsed
+        .validate(size)
+        .map_err(|e| ApiError::new(ErrorCode::OutOfRange, format!("range: {s:?} does not fit {size} bytes: {e}")))?;
+    match ranges.as_slice() {
+        [one] => Ok(Some(*one.start()..one.end() + 1)),
+        _ => Ok(None),
+    }
+}
+
+pub(crate) async fn content(
+    State(s): State<ApiState>,
+    Extension(_actor): Extension<Actor>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let evidence = s.ingest.evidence(parse_id(&id)?).await?;
+    let size = evidence.size;
+    let range = match requested_range(&headers, size) {
+        Ok(r) => r,
+        Err(e) if e.code() == ErrorCode::OutOfRange => {
+            let mut resp = e.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+        Err(e) => return Err(e),
+    };
+    let partial = range.is_some();
+    let ctype = content_type(&evidence);
+    let etag = format!("\"{}\"", evidence.sha256.to_hex());
+    let sha = evidence.sha256.to_hex();
+    let disposition = format!("attachment; filename*=UTF-8''{}", percent_encode(evidence.file_name.as_str()));
+    let content = s.ingest.content(evidence, range).await?;
+    let served = content.range.clone();
+    let body = Body::from_stream(content.stream.map(|r| r.map_err(std::io::Error::other)));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let h = resp.headers_mut();
+    let mut set = |name: header::HeaderName, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    set(header::CONTENT_TYPE, ctype.to_string());
+    set(header::CONTENT_LENGTH, (served.end - served.start).to_string());
+    set(header::ACCEPT_RANGES, "bytes".to_string());
+    set(header::ETAG, etag);
+    set(header::CONTENT_DISPOSITION, disposition);
+    set(header::HeaderName::from_static("x-custody-sha256"), sha);
+    if partial {
+        set(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", served.start, served.end - 1));
+    }
+    Ok(resp)
+}
+
+/// RFC 5987 encoding of a file name for Content-Disposition.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(range: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_single_range_is_served_end_exclusive() {
+        assert_eq!(requested_range(&headers("bytes=0-9"), 100).unwrap(), Some(0..10));
+        assert_eq!(requested_range(&headers("bytes=90-"), 100).unwrap(), Some(90..100));
+        assert_eq!(requested_range(&headers("bytes=-5"), 100).unwrap(), Some(95..100));
+    }
+
+    #[test]
+    fn a_range_past_the_end_is_out_of_range() {
+        let e = requested_range(&headers("bytes=200-300"), 100).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::OutOfRange);
+    }
+
+    #[test]
+    fn no_range_means_the_whole_object() {
+        assert_eq!(requested_range(&HeaderMap::new(), 100).unwrap(), None);
+    }
+
+    #[test]
+    fn file_names_are_percent_encoded_for_content_disposition() {
+        assert_eq!(percent_encode("执法 1.mp4"), "%E6%89%A7%E6%B3%95%201.mp4");
+    }
+}

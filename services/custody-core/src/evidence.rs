@@ -1,0 +1,196 @@
+//! Evidence: one recorded file, stored once by its SHA-256, with what the recorder and station said of it.
+
+use crate::hash::{Sha256, Sm3};
+use crate::ids::{DeviceId, EvidenceId, StationId};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The recorder's importance mark (GA/T 947: 1 normal, 2 medium, 3 important). Important files are never
+/// overwritten by loop recording and are offloaded first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Importance {
+    Normal,
+    Medium,
+    Important,
+}
+
+impl Importance {
+    /// The GA/T 947 number.
+    pub fn mark(self) -> u8 {
+        match self {
+            Self::Normal => 1,
+            Self::Medium => 2,
+            Self::Important => 3,
+        }
+    }
+
+    pub fn from_mark(mark: i64) -> Result<Self, String> {
+        match mark {
+            1 => Ok(Self::Normal),
+            2 => Ok(Self::Medium),
+            3 => Ok(Self::Important),
+            other => Err(format!(
+                "importance: expected 1 (normal), 2 (medium) or 3 (important), got {other}"
+            )),
+        }
+    }
+}
+
+/// What kind of recording a file is (GA/T 947 media types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaType {
+    Video,
+    Audio,
+    Photo,
+    Text,
+}
+
+impl MediaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Photo => "photo",
+            Self::Text => "text",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "video" => Ok(Self::Video),
+            "audio" => Ok(Self::Audio),
+            "photo" => Ok(Self::Photo),
+            "text" => Ok(Self::Text),
+            other => Err(format!("media_type: expected video, audio, photo or text, got {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The original file name on the recorder: a single path component, kept for display and for the court's
+/// evidence list. It never becomes a storage path (evidence is stored by hash).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FileName(String);
+
+impl FileName {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(s: impl Into<String>) -> Result<Self, String> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err("file_name: must not be empty".into());
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(format!("file_name: must be at most {} bytes, got {}", Self::MAX_LEN, s.len()));
+        }
+        if s.contains(['/', '\\']) || s == "." || s == ".." {
+            return Err(format!("file_name: must be a bare file name without a directory, got {s:?}"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(format!("file_name: must not contain control characters, got {s:?}"));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for FileName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl From<FileName> for String {
+    fn from(f: FileName) -> String {
+        f.0
+    }
+}
+
+/// One item of evidence as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub id: EvidenceId,
+    pub sha256: Sha256,
+    pub sm3: Option<Sm3>,
+    pub size: u64,
+    pub device_id: DeviceId,
+    pub station_id: StationId,
+    pub file_name: FileName,
+    pub media_type: MediaType,
+    pub importance: Importance,
+    /// Start of the recording by the recorder's own clock.
+    pub captured_at: Timestamp,
+    /// When the server made the bytes evidence.
+    pub ingested_at: Timestamp,
+}
+
+impl Evidence {
+    /// Where the bytes live in the object store.
+    pub fn content_path(&self) -> String {
+        content_path(&self.sha256)
+    }
+}
+
+/// The object-store key of evidence bytes: `evidence/sha256/<aa>/<bb>/<hex>`. Two levels of fan-out keep
+/// directories small on local disk.
+pub fn content_path(sha256: &Sha256) -> String {
+    let hex = sha256.to_hex();
+    format!("evidence/sha256/{}/{}/{}", &hex[0..2], &hex[2..4], hex)
+}
+
+/// Which evidence a listing returns. All conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvidenceFilter {
+    pub device_id: Option<DeviceId>,
+    pub station_id: Option<StationId>,
+    /// Capture start at or after this instant.
+    pub captured_from: Option<Timestamp>,
+    /// Capture start before this instant.
+    pub captured_to: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_path_fans_out_by_the_first_two_bytes() {
+        let d = Sha256::parse_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad").unwrap();
+        assert_eq!(
+            content_path(&d),
+            "evidence/sha256/ba/78/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn importance_marks_follow_ga_t_947() {
+        for m in 1..=3 {
+            assert_eq!(i64::from(Importance::from_mark(m).unwrap().mark()), m);
+        }
+        assert!(Importance::from_mark(4).unwrap_err().contains("got 4"));
+    }
+
+    #[test]
+    fn a_file_name_with_a_directory_is_refused() {
+        assert!(FileName::parse("../../etc/passwd").is_err());
+        assert!(FileName::parse("a\\b.mp4").is_err());
+        assert!(FileName::parse("").is_err());
+        assert_eq!(
+            FileName::parse("ZFY00012345_20261122083000_0001.MP4").unwrap().as_str(),
+            "ZFY00012345_20261122083000_0001.MP4"
+        );
+    }
+}

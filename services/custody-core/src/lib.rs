@@ -1,0 +1,20 @@
+//! The domain of Custody: identifiers, evidence and upload declarations, content hashing (streaming
+//! SHA-256 and SM3), the rules an upload must follow, and the error codes every transport shares.
+//!
+//! Architecture invariant: this crate does no IO and imports no tokio, sqlx, axum, tonic, object_store or
+//! ffmpeg. Everything here is plain data and pure functions, unit-tested in place. Types are parsed, not
+//! validated: a `DeviceId` or `Sha256` that exists is valid, so code further in never re-checks it.
+
+pub mod error;
+pub mod evidence;
+pub mod hash;
+pub mod ids;
+pub mod time;
+pub mod upload;
+
+pub use error::{ErrorCode, HasErrorCode};
+pub use evidence::{Evidence, EvidenceFilter, FileName, Importance, MediaType, content_path};
+pub use hash::{ContentHasher, Digests, HashAlgorithm, ParseDigestError, Sha256, Sm3};
+pub use ids::{DeviceId, EvidenceId, IdError, StationId, UploadId};
+pub use time::Timestamp;
+pub use upload::{Upload, UploadDeclaration, UploadState, WriteRefusal, check_write};

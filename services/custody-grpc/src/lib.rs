@@ -1,0 +1,23 @@
+//! The gRPC edge of Custody: tonic services over the service crates, and the conversion between protobuf
+//! messages and domain types. Generated types stop here; nothing inward sees them.
+//!
+//! It never touches SQL or object storage (it calls `custody-ingest`), and maps every error through the
+//! shared [`custody_core::ErrorCode`] so that gRPC and HTTP always agree.
+
+mod status;
+mod upload;
+
+pub use status::to_status;
+pub use upload::UploadService;
+
+use custody_proto::v1::upload_server::UploadServer;
+
+/// Largest message a client may send (a write chunk plus framing).
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// The tonic server for `custody.v1.Upload`.
+pub fn upload_server(ingest: custody_ingest::Ingest) -> UploadServer<UploadService> {
+    UploadServer::new(UploadService::new(ingest))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}

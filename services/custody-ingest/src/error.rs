@@ -1,0 +1,47 @@
+use custody_core::{ErrorCode, EvidenceId, HasErrorCode, UploadId, UploadState, WriteRefusal};
+use custody_store::StoreError;
+
+/// Errors of the intake. Messages name what was wrong and what was expected; transports map them through
+/// [`HasErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("upload {0} does not exist")]
+    UnknownUpload(UploadId),
+    #[error("evidence {0} does not exist")]
+    UnknownEvidence(EvidenceId),
+    #[error("upload {id} is {state}{}; begin a new upload", failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    NotOpen { id: UploadId, state: UploadState, failure: Option<String> },
+    #[error("upload {id}: {refusal} (committed size {committed})")]
+    Refused { id: UploadId, refusal: WriteRefusal, committed: u64 },
+    #[error("upload {id} is incomplete: {committed} of {size} bytes committed; write the rest before committing")]
+    Incomplete { id: UploadId, committed: u64, size: u64 },
+    #[error("upload {0} is being written or committed by another request; query it and retry")]
+    Busy(UploadId),
+    #[error("{what} of the received bytes is {computed}, but {declared} was declared; nothing was stored as evidence")]
+    Integrity { what: &'static str, declared: String, computed: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HasErrorCode for IngestError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::UnknownUpload(_) | Self::UnknownEvidence(_) => ErrorCode::NotFound,
+            Self::NotOpen { .. } | Self::Incomplete { .. } => ErrorCode::FailedPrecondition,
+            Self::Refused { refusal, .. } => match refusal {
+                WriteRefusal::NegativeOffset { .. } => ErrorCode::InvalidArgument,
+                WriteRefusal::WrongOffset { .. } => ErrorCode::FailedPrecondition,
+                WriteRefusal::PastDeclaredSize { .. } => ErrorCode::OutOfRange,
+            },
+            Self::Busy(_) => ErrorCode::Aborted,
+            Self::Integrity { .. } => ErrorCode::IntegrityMismatch,
+            Self::Store(e) => e.code(),
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}

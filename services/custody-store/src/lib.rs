@@ -1,0 +1,17 @@
+//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence) in SQLite or PostgreSQL
+//! behind one API, with migrations per backend embedded and run at start-up. [`Blobs`] keeps bytes in an
+//! object store (local disk or any S3-compatible server) and gives uploads a resumable, durable staging
+//! area on both.
+//!
+//! This crate owns SQL and object-store keys; nothing above it touches either. It must never import
+//! transport crates (axum, tonic, rumqttc) or know about requests.
+
+mod blobs;
+mod error;
+mod meta;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use blobs::{BlobConfig, Blobs, Checkpoint, StagedWriter};
+pub use error::StoreError;
+pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};

@@ -1,0 +1,68 @@
+//! Test support: a fresh PostgreSQL database and a fresh S3 key prefix per test, so tests never share
+//! state and can run in parallel. Servers come from the environment the test script sets up:
+//! `CUSTODY_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
+//! `CUSTODY_TEST_S3_ENDPOINT`, `CUSTODY_TEST_S3_BUCKET`, `CUSTODY_TEST_S3_ACCESS_KEY`,
+//! `CUSTODY_TEST_S3_SECRET_KEY` (defaults match `scripts/test-servers.sh`).
+
+use crate::BlobConfig;
+use rand::Rng;
+
+/// Connection URL of the PostgreSQL server used by tests.
+pub fn postgres_admin_url() -> String {
+    std::env::var("CUSTODY_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{:08x}", std::process::id(), rand::rng().random::<u32>())
+}
+
+/// Creates an empty database and returns its URL. Databases are named `custody_test_*`; the test script
+/// drops leftovers before each run.
+pub async fn fresh_postgres_url() -> String {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let name = unique("custody_test");
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("tests need PostgreSQL at {admin} (start it with scripts/test-servers.sh): {e}")
+    });
+    let stmt = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(stmt))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+/// Settings of the S3 test server.
+#[derive(Debug, Clone)]
+pub struct S3TestServer {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn s3_test_server() -> S3TestServer {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    S3TestServer {
+        endpoint: var("CUSTODY_TEST_S3_ENDPOINT", "http://127.0.0.1:8014"),
+        bucket: var("CUSTODY_TEST_S3_BUCKET", "custody-test"),
+        access_key: var("CUSTODY_TEST_S3_ACCESS_KEY", "custody"),
+        secret_key: var("CUSTODY_TEST_S3_SECRET_KEY", "custody-secret"),
+    }
+}
+
+/// An S3 blob configuration under a fresh key prefix of the test bucket.
+pub fn fresh_s3_config() -> BlobConfig {
+    let s = s3_test_server();
+    BlobConfig::S3 {
+        bucket: s.bucket,
+        prefix: unique("t"),
+        endpoint: Some(s.endpoint),
+        region: "us-east-1".into(),
+        access_key_id: Some(s.access_key),
+        secret_access_key: Some(s.secret_key),
+        allow_http: true,
+    }
+}

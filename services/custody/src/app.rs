@@ -1,0 +1,155 @@
+//! Wiring: picks the backends named by the configuration, builds the services and runs the HTTP and gRPC
+//! servers and background workers until shutdown. The only place that knows every crate.
+
+use crate::config::Config;
+use anyhow::Context;
+use custody_api::ApiState;
+use custody_ingest::{Ingest, IngestConfig, IngestMetrics};
+use custody_store::{BlobConfig, Blobs, Metadata};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A built server: backends open, listeners bound, nothing served yet.
+#[derive(Debug)]
+pub struct App {
+    http: TcpListener,
+    grpc: TcpListener,
+    ingest: Ingest,
+    meta: Metadata,
+    registry: Arc<Registry>,
+    config: Config,
+}
+
+/// The addresses a running server listens on (written to `ready_file`).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub struct BoundAddrs {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+/// Opens the configured backends, runs migrations and binds both listeners.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let db_url = config.database_url();
+    let meta = Metadata::connect(&db_url, config.database_max_connections)
+        .await
+        .with_context(|| format!("opening database {}", crate::config::redact_url(&db_url)))?;
+    let mut blob_cfg = BlobConfig::from_url(&config.object_store_url())?;
+    if let BlobConfig::S3 { endpoint, region, access_key_id, secret_access_key, allow_http, .. } = &mut blob_cfg {
+        *endpoint = config.s3_endpoint.clone();
+        *region = config.s3_region.clone();
+        *access_key_id = config.s3_access_key_id.clone();
+        *secret_access_key = config.s3_secret()?;
+        *allow_http = config.s3_allow_http;
+    }
+    let part_size = usize::try_from(config.upload_part_size.as_u64()).context("upload_part_size is too large")?;
+    let blobs = Blobs::open(&blob_cfg, part_size, config.upload_flush_bytes.as_u64()).await?;
+    blobs.ping().await.with_context(|| format!("reaching the object store ({})", blobs.describe()))?;
+    tracing::info!(database = %crate::config::redact_url(&db_url), objects = blobs.describe(), "storage ready");
+
+    let mut registry = Registry::default();
+    let metrics = IngestMetrics::default();
+    metrics.register(&mut registry);
+    let ingest = Ingest::new(
+        meta.clone(),
+        blobs,
+        IngestConfig {
+            max_upload_size: config.max_upload_size.as_u64(),
+            upload_ttl: config.upload_ttl,
+            always_sm3: config.always_sm3,
+        },
+        metrics,
+    );
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding http_listen {}", config.http_listen))?;
+    let grpc = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
+    Ok(App { http, grpc, ingest, meta, registry: Arc::new(registry), config })
+}
+
+impl App {
+    pub fn addrs(&self) -> anyhow::Result<BoundAddrs> {
+        Ok(BoundAddrs { http: self.http.local_addr()?, grpc: self.grpc.local_addr()? })
+    }
+
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish (an upload
+    /// stream's received bytes are made durable), stops the workers and closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addrs = self.addrs()?;
+        let token = CancellationToken::new();
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests in flight");
+            trigger.cancel();
+        });
+
+        let api = custody_api::router(ApiState { ingest: self.ingest.clone(), registry: self.registry.clone() });
+        let http = tokio::spawn(custody_api::serve(self.http, api, token.clone().cancelled_owned()));
+
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(8 << 20))
+                .initial_connection_window_size(Some(32 << 20))
+                .max_frame_size(Some((1 << 20) - 1))
+                .add_service(custody_grpc::upload_server(self.ingest.clone()))
+                .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned()),
+        );
+
+        let expiry = tokio::spawn(
+            self.ingest.clone().run_expiry(self.config.upload_expiry_interval, token.clone().cancelled_owned()),
+        );
+
+        if let Some(path) = &self.config.ready_file {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&addrs)?)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("writing ready_file {}", path.display()))?;
+        }
+        tracing::info!(http = %addrs.http, grpc = %addrs.grpc, "custody is serving");
+
+        let (h, g) = tokio::join!(http, grpc);
+        token.cancel();
+        let _ = expiry.await;
+        self.meta.close().await;
+        h.context("http server task")?.context("http server")?;
+        g.context("grpc server task")?.context("grpc server")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

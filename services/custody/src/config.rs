@@ -1,0 +1,259 @@
+//! Configuration, layered: built-in defaults < `custody.toml` < `CUSTODY_*` environment variables <
+//! command-line flags. Every key is documented here and in `deploy/custody.example.toml`.
+
+use bytesize::ByteSize;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `custody serve` can be told. Keys are the same in the TOML file, as environment variables
+/// (upper-cased, prefixed `CUSTODY_`, e.g. `CUSTODY_DATA_DIR`) and as flags (`--data-dir`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded defaults: the SQLite database and the local object store.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API (REST, health, metrics).
+    pub http_listen: SocketAddr,
+    /// Address of the gRPC API (uploads).
+    pub grpc_listen: SocketAddr,
+    /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Connections in the database pool.
+    pub database_max_connections: u32,
+    /// Where evidence bytes go: a directory, `file:///DIR`, or `s3://BUCKET[/PREFIX]`.
+    /// Default: `objects/` in `data_dir`.
+    pub object_store: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers (MinIO, Ceph RGW, …). Empty for AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 access key id.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key. Prefer `s3_secret_access_key_file`; never logged.
+    pub s3_secret_access_key: Option<String>,
+    /// File holding the S3 secret access key (e.g. a mounted secret).
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Allow plain-HTTP S3 endpoints (test servers, private networks).
+    pub s3_allow_http: bool,
+    /// Largest file an upload may declare.
+    pub max_upload_size: ByteSize,
+    /// An upload idle this long is expired and its staged bytes removed.
+    #[serde(with = "humantime_serde")]
+    pub upload_ttl: Duration,
+    /// How often abandoned uploads are looked for.
+    #[serde(with = "humantime_serde")]
+    pub upload_expiry_interval: Duration,
+    /// S3 multipart part size (at least 5 MiB): the unit of durability of an upload on S3.
+    pub upload_part_size: ByteSize,
+    /// On local disk, uploaded bytes are fsynced at least every this many bytes.
+    pub upload_flush_bytes: ByteSize,
+    /// Compute SM3 for every file, also when the station declared none (国密 deployments).
+    pub always_sm3: bool,
+    /// Log filter, in `tracing` syntax (`info`, `custody_ingest=debug,info`). `RUST_LOG` overrides it.
+    pub log: String,
+    /// Log format: `text` for people, `json` for collectors.
+    pub log_format: LogFormat,
+    /// Once listening, write the bound addresses as JSON to this file (for tools and tests using port 0).
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./custody-data"),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            database_url: None,
+            database_max_connections: 16,
+            object_store: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_secret_access_key_file: None,
+            s3_allow_http: false,
+            max_upload_size: ByteSize::gib(4),
+            upload_ttl: Duration::from_secs(24 * 3600),
+            upload_expiry_interval: Duration::from_secs(60),
+            upload_part_size: ByteSize::mib(8),
+            upload_flush_bytes: ByteSize::mib(8),
+            always_sm3: false,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            ready_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self.s3_secret_access_key.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("http_listen", &self.http_listen)
+            .field("grpc_listen", &self.grpc_listen)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("object_store", &self.object_store)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &secret)
+            .field("max_upload_size", &self.max_upload_size)
+            .field("upload_ttl", &self.upload_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides a password in a database URL (`postgres://user:secret@host/db` → `postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Config {
+    /// Loads the layers. `file` is read when it exists; `required` makes a missing file an error (a path
+    /// given explicitly must exist). `overrides` are the command-line flags that were given.
+    pub fn load(file: &Path, required: bool, overrides: impl Serialize) -> anyhow::Result<Self> {
+        if required && !file.exists() {
+            anyhow::bail!("config file {} does not exist", file.display());
+        }
+        let known: Vec<String> = match serde_json::to_value(Config::default())? {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = Env::prefixed("CUSTODY_").filter(move |k| known.iter().any(|n| n.as_str() == k.as_str()));
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(env)
+            .merge(Serialized::globals(overrides))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.max_upload_size.as_u64() == 0 {
+            anyhow::bail!("max_upload_size must be greater than zero");
+        }
+        if self.upload_flush_bytes.as_u64() == 0 {
+            anyhow::bail!("upload_flush_bytes must be greater than zero");
+        }
+        if self.upload_ttl.is_zero() || self.upload_expiry_interval.is_zero() {
+            anyhow::bail!("upload_ttl and upload_expiry_interval must be greater than zero");
+        }
+        if self.object_store.as_deref().is_some_and(|o| o.starts_with("s3://"))
+            && self.max_upload_size.as_u64() > 5 << 30
+        {
+            // Commit copies the verified staged object to its content address with one S3 CopyObject,
+            // which S3 limits to 5 GiB.
+            anyhow::bail!("max_upload_size may be at most 5GiB with an S3 object store, got {}", self.max_upload_size);
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("custody.db").display()))
+    }
+
+    pub fn object_store_url(&self) -> String {
+        self.object_store
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("objects").display().to_string())
+    }
+
+    pub fn s3_secret(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.s3_secret_access_key_file {
+            let s = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading s3_secret_access_key_file {}: {e}", path.display()))?;
+            return Ok(Some(s.trim().to_string()));
+        }
+        Ok(self.s3_secret_access_key.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http_listen: Option<SocketAddr>,
+    }
+
+    #[test]
+    fn flags_beat_environment_which_beats_the_file_which_beats_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custody.toml",
+                "data_dir = \"/from/file\"\ngrpc_listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:2\"\n",
+            )?;
+            jail.set_env("CUSTODY_GRPC_LISTEN", "127.0.0.1:3");
+            jail.set_env("CUSTODY_HTTP_LISTEN", "127.0.0.1:4");
+            let flags = Flags { http_listen: Some("127.0.0.1:5".parse().unwrap()) };
+            let c = Config::load(Path::new("custody.toml"), true, flags).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(c.grpc_listen.port(), 3);
+            assert_eq!(c.http_listen.port(), 5);
+            assert_eq!(c.upload_part_size, ByteSize::mib(8));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_in_the_file_is_an_error_naming_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custody.toml", "data_dri = \"x\"\n")?;
+            let e = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None }).unwrap_err();
+            assert!(e.to_string().contains("data_dri"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn human_sizes_and_durations_are_understood() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custody.toml", "max_upload_size = \"2GiB\"\nupload_ttl = \"90min\"\n")?;
+            let c = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None }).unwrap();
+            assert_eq!(c.max_upload_size, ByteSize::gib(2));
+            assert_eq!(c.upload_ttl, Duration::from_secs(5400));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unrelated_custody_environment_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CUSTODY_TEST_PG_URL", "postgres://x");
+            Config::load(Path::new("missing.toml"), false, Flags { http_listen: None }).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

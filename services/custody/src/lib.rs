@@ -1,0 +1,22 @@
+//! The `custody` binary's library: configuration, wiring of every crate into one server ([`app`]), the
+//! upload client, the benchmark commands, and a child-process harness for tests.
+//!
+//! This is the only crate that picks concrete backends and the only one that may use `anyhow`.
+
+pub mod app;
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod process;
+
+pub use app::{App, BoundAddrs, build, shutdown_signal};
+pub use config::Config;
+
+/// Sets up logging once: `filter` in `tracing` syntax (the `RUST_LOG` environment variable wins), text or
+/// JSON lines on standard error.
+pub fn init_logging(filter: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}

@@ -1,0 +1,160 @@
+//! `custody`: evidence custody for body-worn recorders. One binary runs every service.
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+use custody::Config;
+use custody::config::LogFormat;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Custody keeps body-worn recorder footage as tamper-evident evidence: resumable uploads from docking
+/// stations, content-addressed storage, and an HTTP API to find and fetch it.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Configuration file (TOML). Read when it exists; settings in CUSTODY_* environment variables and
+    /// flags override it.
+    #[arg(long, global = true, env = "CUSTODY_CONFIG", default_value = "custody.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: gRPC uploads, the HTTP API, and background workers. With no configuration it keeps
+    /// everything under ./custody-data (SQLite and local disk) and listens on :8080 (HTTP) and :50051 (gRPC).
+    Serve(ServeArgs),
+    /// Measure performance on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Upload throughput and server memory, next to this machine's write + hash limit.
+    Upload(custody::bench::UploadBenchArgs),
+}
+
+/// Flags of `serve`; each overrides the same key of the file and environment.
+#[derive(Debug, Args, Serialize)]
+struct ServeArgs {
+    /// Directory for the SQLite database and local object store [default: ./custody-data]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// HTTP address [default: 0.0.0.0:8080]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_listen: Option<SocketAddr>,
+    /// gRPC address [default: 0.0.0.0:50051]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_listen: Option<SocketAddr>,
+    /// Metadata database: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+    /// Evidence bytes: a directory, file:///DIR or s3://BUCKET[/PREFIX] [default: DATA_DIR/objects]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_store: Option<String>,
+    /// S3 endpoint URL (MinIO, Ceph RGW, …)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_region: Option<String>,
+    /// S3 access key id
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_access_key_id: Option<String>,
+    /// File holding the S3 secret access key (or set CUSTODY_S3_SECRET_ACCESS_KEY)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_secret_access_key_file: Option<PathBuf>,
+    /// Allow a plain-HTTP S3 endpoint
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_allow_http: Option<bool>,
+    /// Largest file an upload may declare [default: 4GiB]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_upload_size: Option<ByteSize>,
+    /// Idle time after which an upload expires, e.g. 24h [default: 24h]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    upload_ttl: Option<Duration>,
+    /// How often expired uploads are looked for, e.g. 1m [default: 1m]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    upload_expiry_interval: Option<Duration>,
+    /// S3 multipart part size, at least 5MiB [default: 8MiB]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_part_size: Option<ByteSize>,
+    /// Local disk: fsync uploaded bytes at least every this many bytes [default: 8MiB]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_flush_bytes: Option<ByteSize>,
+    /// Compute SM3 for every file even when none was declared
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    always_sm3: Option<bool>,
+    /// Log filter, e.g. info or custody_ingest=debug,info [default: info]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormatArg>,
+    /// Write the bound addresses as JSON to this file once serving
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+mod opt_duration {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => humantime_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let explicit = std::env::var_os("CUSTODY_CONFIG").is_some() || cli.config != PathBuf::from("custody.toml");
+            let config = Config::load(&cli.config, explicit, &args)?;
+            custody::init_logging(&config.log, config.log_format == LogFormat::Json);
+            tracing::info!(?config, "starting custody {}", env!("CARGO_PKG_VERSION"));
+            runtime.block_on(async {
+                let app = custody::build(config).await?;
+                app.run(custody::shutdown_signal()).await
+            })
+        }
+        Command::Bench(BenchCommand::Upload(args)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::bench::upload(args))
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! A `custody serve` child process, for the benchmark and for tests that must kill a real server
+//! (SIGKILL) and start it again.
+
+use crate::app::BoundAddrs;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server process. Killed (SIGKILL) when dropped, unless stopped before.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pub addrs: BoundAddrs,
+}
+
+impl ServerProcess {
+    /// Starts `exe serve --data-dir DATA_DIR` on ports chosen by the system plus `extra` arguments, and
+    /// waits until it is serving. Its log goes to `DATA_DIR/../server-<n>.log`.
+    pub fn spawn(exe: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let ready = data_dir.with_extension(format!("ready-{}", rand::random::<u32>()));
+        let _ = std::fs::remove_file(&ready);
+        let log_path = data_dir.with_extension(format!("log-{}", rand::random::<u32>()));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let mut p = Self { child, addrs: BoundAddrs { http: ([0, 0, 0, 0], 0).into(), grpc: ([0, 0, 0, 0], 0).into() } };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(bytes) = std::fs::read(&ready) {
+                p.addrs = serde_json::from_slice(&bytes)?;
+                let _ = std::fs::remove_file(&ready);
+                return Ok(p);
+            }
+            if let Some(status) = p.child.try_wait()? {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                anyhow::bail!("server exited with {status} before serving; its log:\n{log}");
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("server did not start serving within 60 s; log at {}", log_path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the process so far (Linux `VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// SIGKILL: the process gets no chance to clean up, as in a power cut of the process.
+    pub fn kill_hard(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `custody` binary next to the running one (for tests: `target/<profile>/custody`).
+pub fn sibling_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let mut dir = me.parent().context("exe has no directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let exe = dir.join("custody");
+    anyhow::ensure!(exe.exists(), "{} does not exist: build it first with `cargo build -p custody`", exe.display());
+    Ok(exe)
+}
