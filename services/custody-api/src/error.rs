@@ -26,7 +26,10 @@ struct Inner<'a> {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -48,19 +51,32 @@ impl ApiError {
 
 impl<E: HasErrorCode + std::fmt::Display> From<E> for ApiError {
     fn from(e: E) -> Self {
-        Self { code: e.code(), message: e.to_string() }
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = if self.code == ErrorCode::Internal {
             tracing::error!(error = %self.message, "internal error answering an http request");
             "internal error; the server log has the details"
         } else {
             &self.message
         };
-        (status, Json(Body { error: Inner { code: self.code.as_str(), message } })).into_response()
+        (
+            status,
+            Json(Body {
+                error: Inner {
+                    code: self.code.as_str(),
+                    message,
+                },
+            }),
+        )
+            .into_response()
     }
 }

@@ -1,13 +1,15 @@
 //! `/api/v1/evidence`: listing, metadata and content (with HTTP Range) of evidence.
 
 use crate::{ApiError, ApiState, auth::Actor};
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use custody_core::{DeviceId, Evidence, EvidenceFilter, EvidenceId, ErrorCode, StationId, Timestamp};
+use custody_core::{
+    DeviceId, ErrorCode, Evidence, EvidenceFilter, EvidenceId, StationId, Timestamp,
+};
 use custody_store::PageCursor;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -81,7 +83,10 @@ fn parse_id(s: &str) -> Result<EvidenceId, ApiError> {
 }
 
 fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    s.map(|s| Timestamp::parse_rfc3339(s).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))).transpose()
+    s.map(|s| {
+        Timestamp::parse_rfc3339(s).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
+    })
+    .transpose()
 }
 
 pub(crate) async fn list(
@@ -90,16 +95,31 @@ pub(crate) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListJson>, ApiError> {
     let filter = EvidenceFilter {
-        device_id: q.device.map(DeviceId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?,
-        station_id: q.station.map(StationId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?,
+        device_id: q
+            .device
+            .map(DeviceId::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        station_id: q
+            .station
+            .map(StationId::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
         captured_from: parse_time("from", q.from.as_deref())?,
         captured_to: parse_time("to", q.to.as_deref())?,
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit: must be between 1 and {MAX_LIMIT}, got {limit}")));
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
     }
-    let after = q.cursor.as_deref().map(PageCursor::decode).transpose().map_err(ApiError::bad_request)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(PageCursor::decode)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let page = s.ingest.list(&filter, after, limit).await?;
     Ok(Json(ListJson {
         items: page.items.into_iter().map(EvidenceJson::from).collect(),
@@ -135,16 +155,28 @@ fn content_type(e: &Evidence) -> &'static str {
 
 /// Which bytes a Range header asks for: `None` for the whole object (no header, or several ranges, which
 /// this server answers in full as RFC 9110 allows), or one range (end exclusive).
-fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+fn requested_range(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Option<std::ops::Range<u64>>, ApiError> {
     let Some(value) = headers.get(header::RANGE) else {
         return Ok(None);
     };
-    let s = value.to_str().map_err(|_| ApiError::bad_request("range: header is not ASCII"))?;
-    let parsed = http_range_header::parse_range_header(s)
-        .map_err(|e| ApiError::new(ErrorCode::OutOfRange, format!("range: cannot parse {s:?}: {e}")))?;
-    let ranges = parsed
-        .validate(size)
-        .map_err(|e| ApiError::new(ErrorCode::OutOfRange, format!("range: {s:?} does not fit {size} bytes: {e}")))?;
+    let s = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("range: header is not ASCII"))?;
+    let parsed = http_range_header::parse_range_header(s).map_err(|e| {
+        ApiError::new(
+            ErrorCode::OutOfRange,
+            format!("range: cannot parse {s:?}: {e}"),
+        )
+    })?;
+    let ranges = parsed.validate(size).map_err(|e| {
+        ApiError::new(
+            ErrorCode::OutOfRange,
+            format!("range: {s:?} does not fit {size} bytes: {e}"),
+        )
+    })?;
     match ranges.as_slice() {
         [one] => Ok(Some(*one.start()..one.end() + 1)),
         _ => Ok(None),
@@ -174,12 +206,19 @@ pub(crate) async fn content(
     let ctype = content_type(&evidence);
     let etag = format!("\"{}\"", evidence.sha256.to_hex());
     let sha = evidence.sha256.to_hex();
-    let disposition = format!("attachment; filename*=UTF-8''{}", percent_encode(evidence.file_name.as_str()));
+    let disposition = format!(
+        "attachment; filename*=UTF-8''{}",
+        percent_encode(evidence.file_name.as_str())
+    );
     let content = s.ingest.content(evidence, range).await?;
     let served = content.range.clone();
     let body = Body::from_stream(content.stream.map(|r| r.map_err(std::io::Error::other)));
     let mut resp = Response::new(body);
-    *resp.status_mut() = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    *resp.status_mut() = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     let h = resp.headers_mut();
     let mut set = |name: header::HeaderName, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -187,13 +226,19 @@ pub(crate) async fn content(
         }
     };
     set(header::CONTENT_TYPE, ctype.to_string());
-    set(header::CONTENT_LENGTH, (served.end - served.start).to_string());
+    set(
+        header::CONTENT_LENGTH,
+        (served.end - served.start).to_string(),
+    );
     set(header::ACCEPT_RANGES, "bytes".to_string());
     set(header::ETAG, etag);
     set(header::CONTENT_DISPOSITION, disposition);
     set(header::HeaderName::from_static("x-custody-sha256"), sha);
     if partial {
-        set(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", served.start, served.end - 1));
+        set(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", served.start, served.end - 1),
+        );
     }
     Ok(resp)
 }
@@ -223,9 +268,18 @@ mod tests {
 
     #[test]
     fn a_single_range_is_served_end_exclusive() {
-        assert_eq!(requested_range(&headers("bytes=0-9"), 100).unwrap(), Some(0..10));
-        assert_eq!(requested_range(&headers("bytes=90-"), 100).unwrap(), Some(90..100));
-        assert_eq!(requested_range(&headers("bytes=-5"), 100).unwrap(), Some(95..100));
+        assert_eq!(
+            requested_range(&headers("bytes=0-9"), 100).unwrap(),
+            Some(0..10)
+        );
+        assert_eq!(
+            requested_range(&headers("bytes=90-"), 100).unwrap(),
+            Some(90..100)
+        );
+        assert_eq!(
+            requested_range(&headers("bytes=-5"), 100).unwrap(),
+            Some(95..100)
+        );
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn healthz() -> &'static str {
@@ -72,7 +74,13 @@ async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiErro
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &s.registry)
         .map_err(|e| ApiError::internal(format!("encoding metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body))
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    ))
 }
 
 async fn not_found() -> ApiError {

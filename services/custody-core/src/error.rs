@@ -114,7 +114,11 @@ mod tests {
         for c in client {
             assert!((400..500).contains(&c.http_status()), "{c}");
         }
-        for c in [ErrorCode::Internal, ErrorCode::Unavailable, ErrorCode::ResourceExhausted] {
+        for c in [
+            ErrorCode::Internal,
+            ErrorCode::Unavailable,
+            ErrorCode::ResourceExhausted,
+        ] {
             assert!(c.http_status() >= 500, "{c}");
         }
     }

@@ -64,7 +64,9 @@ impl MediaType {
             "audio" => Ok(Self::Audio),
             "photo" => Ok(Self::Photo),
             "text" => Ok(Self::Text),
-            other => Err(format!("media_type: expected video, audio, photo or text, got {other:?}")),
+            other => Err(format!(
+                "media_type: expected video, audio, photo or text, got {other:?}"
+            )),
         }
     }
 }
@@ -90,13 +92,21 @@ impl FileName {
             return Err("file_name: must not be empty".into());
         }
         if s.len() > Self::MAX_LEN {
-            return Err(format!("file_name: must be at most {} bytes, got {}", Self::MAX_LEN, s.len()));
+            return Err(format!(
+                "file_name: must be at most {} bytes, got {}",
+                Self::MAX_LEN,
+                s.len()
+            ));
         }
         if s.contains(['/', '\\']) || s == "." || s == ".." {
-            return Err(format!("file_name: must be a bare file name without a directory, got {s:?}"));
+            return Err(format!(
+                "file_name: must be a bare file name without a directory, got {s:?}"
+            ));
         }
         if s.chars().any(char::is_control) {
-            return Err(format!("file_name: must not contain control characters, got {s:?}"));
+            return Err(format!(
+                "file_name: must not contain control characters, got {s:?}"
+            ));
         }
         Ok(Self(s))
     }
@@ -168,7 +178,9 @@ mod tests {
 
     #[test]
     fn content_path_fans_out_by_the_first_two_bytes() {
-        let d = Sha256::parse_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad").unwrap();
+        let d =
+            Sha256::parse_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+                .unwrap();
         assert_eq!(
             content_path(&d),
             "evidence/sha256/ba/78/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -189,7 +201,9 @@ mod tests {
         assert!(FileName::parse("a\\b.mp4").is_err());
         assert!(FileName::parse("").is_err());
         assert_eq!(
-            FileName::parse("ZFY00012345_20261122083000_0001.MP4").unwrap().as_str(),
+            FileName::parse("ZFY00012345_20261122083000_0001.MP4")
+                .unwrap()
+                .as_str(),
             "ZFY00012345_20261122083000_0001.MP4"
         );
     }

@@ -22,9 +22,15 @@ fn check_name_id(field: &'static str, s: &str) -> Result<(), IdError> {
         return Err(err("must not be empty".into()));
     }
     if s.len() > MAX_NAME_ID_LEN {
-        return Err(err(format!("must be at most {MAX_NAME_ID_LEN} bytes, got {}", s.len())));
+        return Err(err(format!(
+            "must be at most {MAX_NAME_ID_LEN} bytes, got {}",
+            s.len()
+        )));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
         return Err(err(format!(
             "may hold only ASCII letters, digits and - _ . :, found {c:?} in {s:?}"
         )));
@@ -154,7 +160,10 @@ mod tests {
 
     #[test]
     fn a_recorder_serial_is_accepted() {
-        assert_eq!(DeviceId::parse("ZFY-00012345").unwrap().as_str(), "ZFY-00012345");
+        assert_eq!(
+            DeviceId::parse("ZFY-00012345").unwrap().as_str(),
+            "ZFY-00012345"
+        );
     }
 
     #[test]
@@ -164,7 +173,10 @@ mod tests {
         let e = DeviceId::parse("abc/../etc").unwrap_err();
         assert!(e.to_string().contains("'/'"), "{e}");
         let e = StationId::parse("s".repeat(65)).unwrap_err();
-        assert!(e.to_string().starts_with("station_id: must be at most 64"), "{e}");
+        assert!(
+            e.to_string().starts_with("station_id: must be at most 64"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -173,6 +185,11 @@ mod tests {
         let b = UploadId::new();
         assert!(a <= b);
         assert_eq!(UploadId::parse(&a.to_string()).unwrap(), a);
-        assert!(EvidenceId::parse("nope").unwrap_err().to_string().starts_with("evidence_id:"));
+        assert!(
+            EvidenceId::parse("nope")
+                .unwrap_err()
+                .to_string()
+                .starts_with("evidence_id:")
+        );
     }
 }

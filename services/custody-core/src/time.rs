@@ -48,7 +48,11 @@ impl Timestamp {
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
         DateTime::parse_from_rfc3339(s)
             .map(|d| Self::from_datetime(d.with_timezone(&Utc)))
-            .map_err(|e| format!("expected an RFC 3339 time such as 2026-11-22T08:30:00+08:00, got {s:?}: {e}"))
+            .map_err(|e| {
+                format!(
+                    "expected an RFC 3339 time such as 2026-11-22T08:30:00+08:00, got {s:?}: {e}"
+                )
+            })
     }
 
     /// This instant plus a duration, saturating at the end of time.
@@ -59,7 +63,11 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        f.write_str(
+            &self
+                .to_datetime()
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        )
     }
 }
 
@@ -103,4 +111,3 @@ mod tests {
         assert!(err.contains("RFC 3339"), "{err}");
     }
 }
-

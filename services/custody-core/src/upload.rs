@@ -33,7 +33,9 @@ impl UploadDeclaration {
         }
         let size = size as u64;
         if size > max {
-            return Err(format!("size: {size} bytes exceeds the server's maximum of {max} bytes"));
+            return Err(format!(
+                "size: {size} bytes exceeds the server's maximum of {max} bytes"
+            ));
         }
         Ok(size)
     }
@@ -114,7 +116,9 @@ pub struct Upload {
 pub enum WriteRefusal {
     #[error("offset: must not be negative, got {offset}")]
     NegativeOffset { offset: i64 },
-    #[error("write at offset {offset} refused: the upload has {received} bytes; resume writing at offset {received}")]
+    #[error(
+        "write at offset {offset} refused: the upload has {received} bytes; resume writing at offset {received}"
+    )]
     WrongOffset { offset: u64, received: u64 },
     #[error("write of {len} bytes at offset {offset} runs past the declared size of {size} bytes")]
     PastDeclaredSize { offset: u64, len: u64, size: u64 },
@@ -149,23 +153,49 @@ mod tests {
     #[test]
     fn overlapping_gapped_and_negative_offsets_are_refused_with_the_resume_point() {
         let e = check_write(2, 1, 4, 10).unwrap_err();
-        assert_eq!(e, WriteRefusal::WrongOffset { offset: 2, received: 4 });
+        assert_eq!(
+            e,
+            WriteRefusal::WrongOffset {
+                offset: 2,
+                received: 4
+            }
+        );
         assert!(e.to_string().contains("resume writing at offset 4"), "{e}");
-        assert!(matches!(check_write(5, 1, 4, 10), Err(WriteRefusal::WrongOffset { .. })));
-        assert!(matches!(check_write(-1, 1, 0, 10), Err(WriteRefusal::NegativeOffset { .. })));
+        assert!(matches!(
+            check_write(5, 1, 4, 10),
+            Err(WriteRefusal::WrongOffset { .. })
+        ));
+        assert!(matches!(
+            check_write(-1, 1, 0, 10),
+            Err(WriteRefusal::NegativeOffset { .. })
+        ));
     }
 
     #[test]
     fn a_chunk_past_the_declared_size_is_refused() {
-        assert!(matches!(check_write(8, 3, 8, 10), Err(WriteRefusal::PastDeclaredSize { .. })));
-        assert!(matches!(check_write(8, u64::MAX, 8, 10), Err(WriteRefusal::PastDeclaredSize { .. })));
+        assert!(matches!(
+            check_write(8, 3, 8, 10),
+            Err(WriteRefusal::PastDeclaredSize { .. })
+        ));
+        assert!(matches!(
+            check_write(8, u64::MAX, 8, 10),
+            Err(WriteRefusal::PastDeclaredSize { .. })
+        ));
     }
 
     #[test]
     fn zero_and_oversized_declarations_are_refused() {
-        assert!(UploadDeclaration::check_size(0, 100).unwrap_err().contains("at least 1"));
+        assert!(
+            UploadDeclaration::check_size(0, 100)
+                .unwrap_err()
+                .contains("at least 1")
+        );
         assert!(UploadDeclaration::check_size(-5, 100).is_err());
-        assert!(UploadDeclaration::check_size(101, 100).unwrap_err().contains("maximum of 100"));
+        assert!(
+            UploadDeclaration::check_size(101, 100)
+                .unwrap_err()
+                .contains("maximum of 100")
+        );
         assert_eq!(UploadDeclaration::check_size(100, 100), Ok(100));
     }
 }

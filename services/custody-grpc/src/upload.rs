@@ -1,7 +1,7 @@
 use crate::status::{invalid, to_status};
 use custody_core::{
-    DeviceId, FileName, Importance, MediaType, Sha256, Sm3, StationId, Timestamp, UploadDeclaration, UploadId,
-    UploadState,
+    DeviceId, FileName, Importance, MediaType, Sha256, Sm3, StationId, Timestamp,
+    UploadDeclaration, UploadId, UploadState,
 };
 use custody_ingest::{BeginOutcome, Ingest, Receipt};
 use custody_proto::v1 as pb;
@@ -29,11 +29,21 @@ fn parse_upload_id(s: &str) -> Result<UploadId, Status> {
     UploadId::parse(s).map_err(|e| invalid(e.to_string()))
 }
 
-pub(crate) fn declaration(req: pb::BeginRequest, max_size: u64) -> Result<UploadDeclaration, Status> {
+pub(crate) fn declaration(
+    req: pb::BeginRequest,
+    max_size: u64,
+) -> Result<UploadDeclaration, Status> {
     let size = UploadDeclaration::check_size(req.size, max_size).map_err(invalid)?;
-    let captured = req.capture_start.ok_or_else(|| invalid("capture_start: required"))?;
-    let captured_at = Timestamp::from_unix_parts(captured.seconds, captured.nanos)
-        .ok_or_else(|| invalid(format!("capture_start: {}s is out of range", captured.seconds)))?;
+    let captured = req
+        .capture_start
+        .ok_or_else(|| invalid("capture_start: required"))?;
+    let captured_at =
+        Timestamp::from_unix_parts(captured.seconds, captured.nanos).ok_or_else(|| {
+            invalid(format!(
+                "capture_start: {}s is out of range",
+                captured.seconds
+            ))
+        })?;
     let importance = match pb::Importance::try_from(req.importance) {
         Ok(pb::Importance::Normal) => Importance::Normal,
         Ok(pb::Importance::Medium) => Importance::Medium,
@@ -102,20 +112,27 @@ fn size_i64(n: u64) -> i64 {
 
 #[tonic::async_trait]
 impl pb::upload_server::Upload for UploadService {
-    async fn begin(&self, request: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
+    async fn begin(
+        &self,
+        request: Request<pb::BeginRequest>,
+    ) -> Result<Response<pb::BeginResponse>, Status> {
         // Authentication of stations arrives with the station credentials; it will check the caller here.
         let decl = declaration(request.into_inner(), self.ingest.config().max_upload_size)?;
         let result = match self.ingest.begin(decl).await.map_err(to_status)? {
-            BeginOutcome::Session { upload_id, committed, size } => {
-                pb::begin_response::Result::Session(pb::UploadSession {
-                    upload_id: upload_id.to_string(),
-                    committed_size: size_i64(committed),
-                    size: size_i64(size),
-                })
-            }
+            BeginOutcome::Session {
+                upload_id,
+                committed,
+                size,
+            } => pb::begin_response::Result::Session(pb::UploadSession {
+                upload_id: upload_id.to_string(),
+                committed_size: size_i64(committed),
+                size: size_i64(size),
+            }),
             BeginOutcome::Existing(r) => pb::begin_response::Result::Receipt(receipt(&r)),
         };
-        Ok(Response::new(pb::BeginResponse { result: Some(result) }))
+        Ok(Response::new(pb::BeginResponse {
+            result: Some(result),
+        }))
     }
 
     async fn write(
@@ -124,7 +141,9 @@ impl pb::upload_server::Upload for UploadService {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let mut stream = request.into_inner();
         let Some(first) = stream.next().await else {
-            return Err(invalid("write stream was empty: the first message must name upload_id"));
+            return Err(invalid(
+                "write stream was empty: the first message must name upload_id",
+            ));
         };
         let first = first?;
         let id = parse_upload_id(&first.upload_id)?;
@@ -158,7 +177,9 @@ impl pb::upload_server::Upload for UploadService {
         let received = writer.received();
         let committed = writer.finish().await;
         match (outcome, committed) {
-            (Ok(()), Ok(committed)) => Ok(Response::new(pb::WriteResponse { committed_size: size_i64(committed) })),
+            (Ok(()), Ok(committed)) => Ok(Response::new(pb::WriteResponse {
+                committed_size: size_i64(committed),
+            })),
             (Err(status), Ok(committed)) => {
                 tracing::info!(upload = %id, received, committed, error = %status.message(), "write stream ended with an error");
                 Err(status)
@@ -171,7 +192,10 @@ impl pb::upload_server::Upload for UploadService {
         }
     }
 
-    async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
         let id = parse_upload_id(&request.into_inner().upload_id)?;
         let u = self.ingest.query(id).await.map_err(to_status)?;
         Ok(Response::new(pb::QueryResponse {
@@ -183,9 +207,14 @@ impl pb::upload_server::Upload for UploadService {
         }))
     }
 
-    async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
         let id = parse_upload_id(&request.into_inner().upload_id)?;
         let r = self.ingest.commit(id).await.map_err(to_status)?;
-        Ok(Response::new(pb::CommitResponse { receipt: Some(receipt(&r)) }))
+        Ok(Response::new(pb::CommitResponse {
+            receipt: Some(receipt(&r)),
+        }))
     }
 }

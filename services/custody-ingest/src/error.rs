@@ -12,15 +12,35 @@ pub enum IngestError {
     #[error("evidence {0} does not exist")]
     UnknownEvidence(EvidenceId),
     #[error("upload {id} is {state}{}; begin a new upload", failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())]
-    NotOpen { id: UploadId, state: UploadState, failure: Option<String> },
+    NotOpen {
+        id: UploadId,
+        state: UploadState,
+        failure: Option<String>,
+    },
     #[error("upload {id}: {refusal} (committed size {committed})")]
-    Refused { id: UploadId, refusal: WriteRefusal, committed: u64 },
-    #[error("upload {id} is incomplete: {committed} of {size} bytes committed; write the rest before committing")]
-    Incomplete { id: UploadId, committed: u64, size: u64 },
+    Refused {
+        id: UploadId,
+        refusal: WriteRefusal,
+        committed: u64,
+    },
+    #[error(
+        "upload {id} is incomplete: {committed} of {size} bytes committed; write the rest before committing"
+    )]
+    Incomplete {
+        id: UploadId,
+        committed: u64,
+        size: u64,
+    },
     #[error("upload {0} is being written or committed by another request; query it and retry")]
     Busy(UploadId),
-    #[error("{what} of the received bytes is {computed}, but {declared} was declared; nothing was stored as evidence")]
-    Integrity { what: &'static str, declared: String, computed: String },
+    #[error(
+        "{what} of the received bytes is {computed}, but {declared} was declared; nothing was stored as evidence"
+    )]
+    Integrity {
+        what: &'static str,
+        declared: String,
+        computed: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

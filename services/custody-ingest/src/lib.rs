@@ -17,10 +17,12 @@ pub use metrics::IngestMetrics;
 
 use bytes::Bytes;
 use custody_core::{
-    Digests, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, Timestamp, Upload, UploadDeclaration,
-    UploadId, UploadState, check_write, content_path,
+    Digests, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, Timestamp, Upload,
+    UploadDeclaration, UploadId, UploadState, check_write, content_path,
 };
-use custody_store::{Blobs, Checkpoint, EvidencePage, Metadata, PageCursor, StagedWriter, StoreError};
+use custody_store::{
+    Blobs, Checkpoint, EvidencePage, Metadata, PageCursor, StagedWriter, StoreError,
+};
 use futures::stream::BoxStream;
 use std::collections::HashSet;
 use std::ops::Range;
@@ -40,7 +42,11 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_upload_size: 4 << 30, upload_ttl: Duration::from_secs(24 * 3600), always_sm3: false }
+        Self {
+            max_upload_size: 4 << 30,
+            upload_ttl: Duration::from_secs(24 * 3600),
+            always_sm3: false,
+        }
     }
 }
 
@@ -48,7 +54,11 @@ impl Default for IngestConfig {
 #[derive(Debug, Clone)]
 pub enum BeginOutcome {
     /// Send bytes from `committed` on.
-    Session { upload_id: UploadId, committed: u64, size: u64 },
+    Session {
+        upload_id: UploadId,
+        committed: u64,
+        size: u64,
+    },
     /// The same bytes are already evidence: nothing to send.
     Existing(Receipt),
 }
@@ -71,7 +81,10 @@ pub struct Content {
 
 impl std::fmt::Debug for Content {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Content").field("evidence", &self.evidence.id).field("range", &self.range).finish()
+        f.debug_struct("Content")
+            .field("evidence", &self.evidence.id)
+            .field("range", &self.range)
+            .finish()
     }
 }
 
@@ -110,13 +123,23 @@ impl Drop for BusyGuard {
 
 /// The wall clock, read in one place.
 fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Timestamp::from_unix_micros(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl Ingest {
     pub fn new(meta: Metadata, blobs: Blobs, config: IngestConfig, metrics: IngestMetrics) -> Self {
-        Self { inner: Arc::new(Inner { meta, blobs, config, metrics, busy: Mutex::new(HashSet::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                meta,
+                blobs,
+                config,
+                metrics,
+                busy: Mutex::new(HashSet::new()),
+            }),
+        }
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -139,12 +162,19 @@ impl Ingest {
     }
 
     fn claim(&self, id: UploadId) -> Result<BusyGuard, IngestError> {
-        let mut busy = self.inner.busy.lock().map_err(|_| IngestError::Internal("busy set poisoned".into()))?;
+        let mut busy = self
+            .inner
+            .busy
+            .lock()
+            .map_err(|_| IngestError::Internal("busy set poisoned".into()))?;
         if !busy.insert(id) {
             return Err(IngestError::Busy(id));
         }
         self.inner.metrics.active_uploads.inc();
-        Ok(BusyGuard { inner: self.inner.clone(), id })
+        Ok(BusyGuard {
+            inner: self.inner.clone(),
+            id,
+        })
     }
 
     /// Checks that the database and the object store answer.
@@ -176,11 +206,21 @@ impl Ingest {
             self.inner.metrics.duplicates.inc();
             tracing::info!(evidence = %existing.id, sha256 = %decl.sha256, device = %decl.device_id,
                 "begin answered with existing evidence");
-            return Ok(BeginOutcome::Existing(Receipt { evidence: existing, duplicate: true }));
+            return Ok(BeginOutcome::Existing(Receipt {
+                evidence: existing,
+                duplicate: true,
+            }));
         }
-        if let Some(u) = meta.find_resumable_upload(&decl.sha256, decl.size, &decl.device_id).await? {
+        if let Some(u) = meta
+            .find_resumable_upload(&decl.sha256, decl.size, &decl.device_id)
+            .await?
+        {
             tracing::info!(upload = %u.id, committed = u.committed_size, "begin resumed an open upload");
-            return Ok(BeginOutcome::Session { upload_id: u.id, committed: u.committed_size, size: decl.size });
+            return Ok(BeginOutcome::Session {
+                upload_id: u.id,
+                committed: u.committed_size,
+                size: decl.size,
+            });
         }
         let id = UploadId::new();
         let staging = self.inner.blobs.stage_create(id).await?;
@@ -203,11 +243,19 @@ impl Ingest {
         }
         tracing::info!(upload = %id, device = %upload.declaration.device_id, station = %upload.declaration.station_id,
             file = upload.declaration.file_name.as_str(), size = upload.declaration.size, "upload begun");
-        Ok(BeginOutcome::Session { upload_id: id, committed: 0, size: upload.declaration.size })
+        Ok(BeginOutcome::Session {
+            upload_id: id,
+            committed: 0,
+            size: upload.declaration.size,
+        })
     }
 
     async fn load(&self, id: UploadId) -> Result<Upload, IngestError> {
-        self.inner.meta.get_upload(id).await?.ok_or(IngestError::UnknownUpload(id))
+        self.inner
+            .meta
+            .get_upload(id)
+            .await?
+            .ok_or(IngestError::UnknownUpload(id))
     }
 
     /// The stored state of an upload.
@@ -226,9 +274,17 @@ impl Ingest {
         let guard = self.claim(id)?;
         let upload = self.load(id).await?;
         if upload.state != UploadState::Open {
-            return Err(IngestError::NotOpen { id, state: upload.state, failure: upload.failure });
+            return Err(IngestError::NotOpen {
+                id,
+                state: upload.state,
+                failure: upload.failure,
+            });
         }
-        let staged = self.inner.blobs.stage_writer(id, &upload.staging, upload.committed_size).await?;
+        let staged = self
+            .inner
+            .blobs
+            .stage_writer(id, &upload.staging, upload.committed_size)
+            .await?;
         Ok(UploadWriter {
             ingest: self.clone(),
             saved: upload.committed_size,
@@ -255,14 +311,22 @@ impl Ingest {
         match upload.state {
             UploadState::Committed => return self.receipt_of_committed(&upload).await,
             UploadState::Failed | UploadState::Expired => {
-                return Err(IngestError::NotOpen { id, state: upload.state, failure: upload.failure });
+                return Err(IngestError::NotOpen {
+                    id,
+                    state: upload.state,
+                    failure: upload.failure,
+                });
             }
             UploadState::Open | UploadState::Committing => {}
         }
         let _guard = self.claim(id)?;
         let decl = &upload.declaration;
         if upload.committed_size < decl.size {
-            return Err(IngestError::Incomplete { id, committed: upload.committed_size, size: decl.size });
+            return Err(IngestError::Incomplete {
+                id,
+                committed: upload.committed_size,
+                size: decl.size,
+            });
         }
         let (meta, blobs) = (&self.inner.meta, &self.inner.blobs);
         if !meta.begin_commit(id, &upload.staging, now()).await? {
@@ -276,7 +340,9 @@ impl Ingest {
                 blobs.stage_hash(id, with_sm3).await?
             }
             // A previous attempt already moved the verified bytes to their content address.
-            Err(StoreError::NotFound(_)) if blobs.size_of(&content_path(&decl.sha256)).await?.is_some() => {
+            Err(StoreError::NotFound(_))
+                if blobs.size_of(&content_path(&decl.sha256)).await?.is_some() =>
+            {
                 tracing::info!(upload = %id, "resuming a commit whose bytes were already moved");
                 blobs.hash(&content_path(&decl.sha256), with_sm3).await?
             }
@@ -304,25 +370,31 @@ impl Ingest {
             ingested_at: t,
         };
         let outcome = meta.commit_upload(id, &candidate, t).await?;
-        self.inner.metrics.committed_bytes.inc_by(outcome.evidence.size);
+        self.inner
+            .metrics
+            .committed_bytes
+            .inc_by(outcome.evidence.size);
         tracing::info!(upload = %id, evidence = %outcome.evidence.id, sha256 = %outcome.evidence.sha256,
             size = outcome.evidence.size, duplicate = outcome.duplicate, "evidence committed");
-        Ok(Receipt { evidence: outcome.evidence, duplicate: outcome.duplicate })
+        Ok(Receipt {
+            evidence: outcome.evidence,
+            duplicate: outcome.duplicate,
+        })
     }
 
     async fn receipt_of_committed(&self, upload: &Upload) -> Result<Receipt, IngestError> {
-        let eid = upload
-            .evidence_id
-            .ok_or_else(|| IngestError::Internal(format!("committed upload {} names no evidence", upload.id)))?;
-        let evidence = self
-            .inner
-            .meta
-            .get_evidence(eid)
-            .await?
-            .ok_or_else(|| IngestError::Internal(format!("evidence {eid} of upload {} is missing", upload.id)))?;
+        let eid = upload.evidence_id.ok_or_else(|| {
+            IngestError::Internal(format!("committed upload {} names no evidence", upload.id))
+        })?;
+        let evidence = self.inner.meta.get_evidence(eid).await?.ok_or_else(|| {
+            IngestError::Internal(format!("evidence {eid} of upload {} is missing", upload.id))
+        })?;
         // Already evidence when this upload began: someone else's bytes.
         let duplicate = evidence.ingested_at < upload.created_at;
-        Ok(Receipt { evidence, duplicate })
+        Ok(Receipt {
+            evidence,
+            duplicate,
+        })
     }
 
     /// Expires uploads idle past their time, removing their staged bytes. Returns how many it expired.
@@ -354,7 +426,11 @@ impl Ingest {
     }
 
     /// Runs [`Ingest::expire_idle`] every `every` until `shutdown` resolves.
-    pub async fn run_expiry(self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run_expiry(
+        self,
+        every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -372,7 +448,11 @@ impl Ingest {
 
     /// One evidence item's metadata.
     pub async fn evidence(&self, id: EvidenceId) -> Result<Evidence, IngestError> {
-        self.inner.meta.get_evidence(id).await?.ok_or(IngestError::UnknownEvidence(id))
+        self.inner
+            .meta
+            .get_evidence(id)
+            .await?
+            .ok_or(IngestError::UnknownEvidence(id))
     }
 
     /// Evidence matching `filter`, in capture order, a page at a time.
@@ -386,17 +466,30 @@ impl Ingest {
     }
 
     /// An evidence item's bytes, or a range of them (end exclusive, already checked against the size).
-    pub async fn content(&self, evidence: Evidence, range: Option<Range<u64>>) -> Result<Content, IngestError> {
+    pub async fn content(
+        &self,
+        evidence: Evidence,
+        range: Option<Range<u64>>,
+    ) -> Result<Content, IngestError> {
         let id = evidence.id;
-        let (_, served, stream) = self.inner.blobs.get(&evidence.content_path(), range).await.map_err(|e| match e {
-            StoreError::NotFound(_) => IngestError::Internal(format!(
-                "bytes of evidence {id} are missing at {}",
-                evidence.content_path()
-            )),
-            e => e.into(),
-        })?;
+        let (_, served, stream) = self
+            .inner
+            .blobs
+            .get(&evidence.content_path(), range)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => IngestError::Internal(format!(
+                    "bytes of evidence {id} are missing at {}",
+                    evidence.content_path()
+                )),
+                e => e.into(),
+            })?;
         use futures::StreamExt;
-        Ok(Content { evidence, range: served, stream: stream.map(|r| r.map_err(IngestError::from)).boxed() })
+        Ok(Content {
+            evidence,
+            range: served,
+            stream: stream.map(|r| r.map_err(IngestError::from)).boxed(),
+        })
     }
 }
 
@@ -438,7 +531,11 @@ fn verify(decl: &UploadDeclaration, got: &Digests) -> Result<(), IngestError> {
     if let (Some(d), Some(g)) = (decl.sm3, got.sm3)
         && d != g
     {
-        return Err(IngestError::Integrity { what: "sm3", declared: d.to_hex(), computed: g.to_hex() });
+        return Err(IngestError::Integrity {
+            what: "sm3",
+            declared: d.to_hex(),
+            computed: g.to_hex(),
+        });
     }
     Ok(())
 }
@@ -482,11 +579,19 @@ impl UploadWriter {
 
     async fn write_inner(&mut self, offset: i64, data: Bytes) -> Result<(), IngestError> {
         if self.poisoned {
-            return Err(IngestError::Internal(format!("writer of upload {} failed earlier", self.upload)));
+            return Err(IngestError::Internal(format!(
+                "writer of upload {} failed earlier",
+                self.upload
+            )));
         }
         let len = data.len() as u64;
-        check_write(offset, len, self.received(), self.size)
-            .map_err(|refusal| IngestError::Refused { id: self.upload, refusal, committed: self.saved })?;
+        check_write(offset, len, self.received(), self.size).map_err(|refusal| {
+            IngestError::Refused {
+                id: self.upload,
+                refusal,
+                committed: self.saved,
+            }
+        })?;
         if len == 0 {
             return Ok(());
         }
@@ -505,7 +610,18 @@ impl UploadWriter {
     async fn save(&mut self, cp: Checkpoint) -> Result<(), IngestError> {
         let t = now();
         let expires = t.saturating_add_micros(self.ingest.ttl_micros());
-        self.ingest.inner.meta.checkpoint_upload(self.upload, self.saved, cp.committed, &cp.staging, t, expires).await?;
+        self.ingest
+            .inner
+            .meta
+            .checkpoint_upload(
+                self.upload,
+                self.saved,
+                cp.committed,
+                &cp.staging,
+                t,
+                expires,
+            )
+            .await?;
         self.saved = cp.committed;
         Ok(())
     }

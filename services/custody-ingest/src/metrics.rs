@@ -32,16 +32,49 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("custody_ingest");
-        r.register("upload_bytes", "Bytes accepted by upload writes", self.upload_bytes.clone());
-        r.register("commits", "Uploads committed as evidence", self.commits.clone());
-        r.register("committed_bytes", "Bytes of evidence committed", self.committed_bytes.clone());
-        r.register("duplicates", "Begin requests answered with existing evidence", self.duplicates.clone());
-        r.register("expired_uploads", "Abandoned uploads expired", self.expired.clone());
-        r.register("active_uploads", "Uploads being written or committed", self.active_uploads.clone());
-        r.register("errors", "Failed intake requests by operation and error code", self.errors.clone());
+        r.register(
+            "upload_bytes",
+            "Bytes accepted by upload writes",
+            self.upload_bytes.clone(),
+        );
+        r.register(
+            "commits",
+            "Uploads committed as evidence",
+            self.commits.clone(),
+        );
+        r.register(
+            "committed_bytes",
+            "Bytes of evidence committed",
+            self.committed_bytes.clone(),
+        );
+        r.register(
+            "duplicates",
+            "Begin requests answered with existing evidence",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "expired_uploads",
+            "Abandoned uploads expired",
+            self.expired.clone(),
+        );
+        r.register(
+            "active_uploads",
+            "Uploads being written or committed",
+            self.active_uploads.clone(),
+        );
+        r.register(
+            "errors",
+            "Failed intake requests by operation and error code",
+            self.errors.clone(),
+        );
     }
 
     pub(crate) fn error(&self, op: &'static str, code: ErrorCode) {
-        self.errors.get_or_create(&ErrorLabels { op, code: code.as_str() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                op,
+                code: code.as_str(),
+            })
+            .inc();
     }
 }

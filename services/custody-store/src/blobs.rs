@@ -52,7 +52,9 @@ impl BlobConfig {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(StoreError::Config(format!("object_store {url:?}: missing bucket name")));
+                return Err(StoreError::Config(format!(
+                    "object_store {url:?}: missing bucket name"
+                )));
             }
             return Ok(Self::S3 {
                 bucket: bucket.to_string(),
@@ -70,14 +72,22 @@ impl BlobConfig {
                 "object_store must be a directory, file:///dir or s3://bucket[/prefix], got {url:?}"
             )));
         }
-        Ok(Self::Local { root: PathBuf::from(path) })
+        Ok(Self::Local {
+            root: PathBuf::from(path),
+        })
     }
 }
 
 #[derive(Debug)]
 enum Backend {
-    Local { root: PathBuf, flush_bytes: u64 },
-    S3 { multipart: Arc<AmazonS3>, part_size: usize },
+    Local {
+        root: PathBuf,
+        flush_bytes: u64,
+    },
+    S3 {
+        multipart: Arc<AmazonS3>,
+        part_size: usize,
+    },
 }
 
 /// The object store, plus upload staging on it.
@@ -118,7 +128,11 @@ const HASH_BUFFER: usize = 1 << 20;
 impl Blobs {
     /// Opens the object store. `part_size` is the S3 multipart part size (at least 5 MiB); `flush_bytes`
     /// how many bytes a local upload may hold unsynced before it fsyncs.
-    pub async fn open(cfg: &BlobConfig, part_size: usize, flush_bytes: u64) -> Result<Self, StoreError> {
+    pub async fn open(
+        cfg: &BlobConfig,
+        part_size: usize,
+        flush_bytes: u64,
+    ) -> Result<Self, StoreError> {
         match cfg {
             BlobConfig::Local { root } => {
                 std::fs::create_dir_all(root.join("staging"))
@@ -131,11 +145,22 @@ impl Blobs {
                 Ok(Self {
                     store: Arc::new(fs),
                     description: format!("local disk at {}", root.display()),
-                    backend: Arc::new(Backend::Local { root, flush_bytes: flush_bytes.max(1) }),
+                    backend: Arc::new(Backend::Local {
+                        root,
+                        flush_bytes: flush_bytes.max(1),
+                    }),
                     prefix: String::new(),
                 })
             }
-            BlobConfig::S3 { bucket, prefix, endpoint, region, access_key_id, secret_access_key, allow_http } => {
+            BlobConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                allow_http,
+            } => {
                 const MIN_PART: usize = 5 * 1024 * 1024;
                 if part_size < MIN_PART {
                     return Err(StoreError::Config(format!(
@@ -155,15 +180,25 @@ impl Blobs {
                 if let Some(s) = secret_access_key {
                     b = b.with_secret_access_key(s);
                 }
-                let s3 = Arc::new(b.build().map_err(StoreError::object(format!("configuring bucket {bucket}")))?);
-                let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+                let s3 = Arc::new(
+                    b.build()
+                        .map_err(StoreError::object(format!("configuring bucket {bucket}")))?,
+                );
+                let prefix = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
                 Ok(Self {
                     store: s3.clone(),
                     description: format!(
                         "s3 bucket {bucket} at {} (prefix {prefix:?})",
                         endpoint.as_deref().unwrap_or("aws")
                     ),
-                    backend: Arc::new(Backend::S3 { multipart: s3, part_size }),
+                    backend: Arc::new(Backend::S3 {
+                        multipart: s3,
+                        part_size,
+                    }),
                     prefix,
                 })
             }
@@ -219,16 +254,35 @@ impl Blobs {
         &self,
         rel: &str,
         range: Option<Range<u64>>,
-    ) -> Result<(u64, Range<u64>, BoxStream<'static, Result<Bytes, StoreError>>), StoreError> {
-        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+    ) -> Result<
+        (
+            u64,
+            Range<u64>,
+            BoxStream<'static, Result<Bytes, StoreError>>,
+        ),
+        StoreError,
+    > {
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
         let ctx = format!("reading {rel}");
-        let res = self.store.get_opts(&self.key(rel), opts).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound(format!("object {rel}")),
-            e => StoreError::object(ctx.clone())(e),
-        })?;
+        let res = self
+            .store
+            .get_opts(&self.key(rel), opts)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => {
+                    StoreError::NotFound(format!("object {rel}"))
+                }
+                e => StoreError::object(ctx.clone())(e),
+            })?;
         let size = res.meta.size;
         let served = res.range.clone();
-        let stream = res.into_stream().map(move |r| r.map_err(StoreError::object(ctx.clone()))).boxed();
+        let stream = res
+            .into_stream()
+            .map(move |r| r.map_err(StoreError::object(ctx.clone())))
+            .boxed();
         Ok((size, served, stream))
     }
 
@@ -239,7 +293,9 @@ impl Blobs {
             let rel = rel.to_string();
             return tokio::task::spawn_blocking(move || hash_file(&path, with_sm3))
                 .await
-                .map_err(|e| StoreError::Corrupt(format!("hashing task for {rel} panicked: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Corrupt(format!("hashing task for {rel} panicked: {e}"))
+                })?;
         }
         let (_, _, mut stream) = self.get(rel, None).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -256,7 +312,9 @@ impl Blobs {
             }
         }
         drop(tx);
-        hasher.await.map_err(|e| StoreError::Corrupt(format!("hashing task for {rel} panicked: {e}")))
+        hasher
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("hashing task for {rel} panicked: {e}")))
     }
 
     /// Creates the staging area of a new upload and returns its initial staging state.
@@ -266,7 +324,8 @@ impl Blobs {
                 let path = root.join(Self::staging_key(upload));
                 tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
                     let ctx = format!("creating {}", path.display());
-                    let f = std::fs::File::create_new(&path).map_err(StoreError::io(ctx.clone()))?;
+                    let f =
+                        std::fs::File::create_new(&path).map_err(StoreError::io(ctx.clone()))?;
                     f.sync_all().map_err(StoreError::io(ctx.clone()))?;
                     sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(StoreError::io(ctx))
                 })
@@ -279,8 +338,14 @@ impl Blobs {
                 let id = multipart
                     .create_multipart(&key)
                     .await
-                    .map_err(StoreError::object(format!("starting multipart upload {key}")))?;
-                Ok(encode_s3(&S3Staging { v: 1, multipart_id: id, ..Default::default() }))
+                    .map_err(StoreError::object(format!(
+                        "starting multipart upload {key}"
+                    )))?;
+                Ok(encode_s3(&S3Staging {
+                    v: 1,
+                    multipart_id: id,
+                    ..Default::default()
+                }))
             }
         }
     }
@@ -324,13 +389,23 @@ impl Blobs {
                 Ok(StagedWriter {
                     upload,
                     committed,
-                    inner: WriterInner::Local { file: Some(file), path, pending: 0, flush_bytes: *flush_bytes },
+                    inner: WriterInner::Local {
+                        file: Some(file),
+                        path,
+                        pending: 0,
+                        flush_bytes: *flush_bytes,
+                    },
                 })
             }
-            Backend::S3 { multipart, part_size } => {
+            Backend::S3 {
+                multipart,
+                part_size,
+            } => {
                 let st = decode_s3(staging)?;
                 if st.sealed {
-                    return Err(StoreError::Conflict(format!("upload {upload} is sealed for commit")));
+                    return Err(StoreError::Conflict(format!(
+                        "upload {upload} is sealed for commit"
+                    )));
                 }
                 let mut buffer = BytesMut::with_capacity(*part_size * 2);
                 if st.tail > 0 {
@@ -375,7 +450,12 @@ impl Blobs {
 
     /// Makes the staged bytes one object of `size` bytes at `staging/<upload>`. Idempotent: a seal that
     /// was interrupted after the store completed it is recognised by the object's size.
-    pub async fn stage_seal(&self, upload: UploadId, staging: &str, size: u64) -> Result<String, StoreError> {
+    pub async fn stage_seal(
+        &self,
+        upload: UploadId,
+        staging: &str,
+        size: u64,
+    ) -> Result<String, StoreError> {
         let rel = Self::staging_key(upload);
         match &*self.backend {
             Backend::Local { .. } => match self.size_of(&rel).await? {
@@ -383,7 +463,9 @@ impl Blobs {
                 Some(n) => Err(StoreError::Corrupt(format!(
                     "staged file of upload {upload} holds {n} bytes, expected {size}"
                 ))),
-                None => Err(StoreError::NotFound(format!("staged bytes of upload {upload}"))),
+                None => Err(StoreError::NotFound(format!(
+                    "staged bytes of upload {upload}"
+                ))),
             },
             Backend::S3 { multipart, .. } => {
                 let mut st = decode_s3(staging)?;
@@ -392,20 +474,34 @@ impl Blobs {
                     return Ok(encode_s3(&st));
                 }
                 let key = self.key(&rel);
-                let mut parts: Vec<PartId> =
-                    st.parts.iter().map(|c| PartId { content_id: c.clone() }).collect();
+                let mut parts: Vec<PartId> = st
+                    .parts
+                    .iter()
+                    .map(|c| PartId {
+                        content_id: c.clone(),
+                    })
+                    .collect();
                 if st.tail > 0 {
                     let tail = self.read_tail(upload, st.tail).await?;
                     let part = multipart
-                        .put_part(&key, &st.multipart_id, parts.len(), PutPayload::from_bytes(tail))
+                        .put_part(
+                            &key,
+                            &st.multipart_id,
+                            parts.len(),
+                            PutPayload::from_bytes(tail),
+                        )
                         .await
-                        .map_err(StoreError::object(format!("storing the last part of {key}")))?;
+                        .map_err(StoreError::object(format!(
+                            "storing the last part of {key}"
+                        )))?;
                     parts.push(part);
                 }
                 multipart
                     .complete_multipart(&key, &st.multipart_id, parts)
                     .await
-                    .map_err(StoreError::object(format!("completing multipart upload {key}")))?;
+                    .map_err(StoreError::object(format!(
+                        "completing multipart upload {key}"
+                    )))?;
                 match self.size_of(&rel).await? {
                     Some(n) if n == size => {}
                     other => {
@@ -424,7 +520,11 @@ impl Blobs {
     }
 
     /// Hashes the sealed staged object of an upload.
-    pub async fn stage_hash(&self, upload: UploadId, with_sm3: bool) -> Result<Digests, StoreError> {
+    pub async fn stage_hash(
+        &self,
+        upload: UploadId,
+        with_sm3: bool,
+    ) -> Result<Digests, StoreError> {
         self.hash(&Self::staging_key(upload), with_sm3).await
     }
 
@@ -436,7 +536,10 @@ impl Blobs {
         let (from, to) = (self.key(&from_rel), self.key(&to_rel));
         match &*self.backend {
             Backend::Local { .. } => {
-                let opts = RenameOptions { target_mode: RenameTargetMode::Create, ..Default::default() };
+                let opts = RenameOptions {
+                    target_mode: RenameTargetMode::Create,
+                    ..Default::default()
+                };
                 match self.store.rename_opts(&from, &to, opts).await {
                     Ok(()) => Ok(()),
                     // The same bytes are already evidence: keep the stored object, drop the staged copy.
@@ -444,7 +547,11 @@ impl Blobs {
                         self.delete_quietly(&from_rel).await;
                         Ok(())
                     }
-                    Err(object_store::Error::NotFound { .. }) if self.size_of(&to_rel).await?.is_some() => Ok(()),
+                    Err(object_store::Error::NotFound { .. })
+                        if self.size_of(&to_rel).await?.is_some() =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(StoreError::object(format!("moving {from} to {to}"))(e)),
                 }
             }
@@ -452,8 +559,11 @@ impl Blobs {
                 if self.size_of(&to_rel).await?.is_none() {
                     match self.store.copy(&from, &to).await {
                         Ok(()) => {}
-                        Err(object_store::Error::NotFound { .. }) if self.size_of(&to_rel).await?.is_some() => {}
-                        Err(e) => return Err(StoreError::object(format!("copying {from} to {to}"))(e)),
+                        Err(object_store::Error::NotFound { .. })
+                            if self.size_of(&to_rel).await?.is_some() => {}
+                        Err(e) => {
+                            return Err(StoreError::object(format!("copying {from} to {to}"))(e));
+                        }
                     }
                 }
                 self.delete_quietly(&from_rel).await;
@@ -474,16 +584,24 @@ impl Blobs {
             }
             self.delete_quietly(&Self::tail_key(upload)).await;
         }
-        match self.store.delete(&self.key(&Self::staging_key(upload))).await {
+        match self
+            .store
+            .delete(&self.key(&Self::staging_key(upload)))
+            .await
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::object(format!("removing staged bytes of upload {upload}"))(e)),
+            Err(e) => Err(StoreError::object(format!(
+                "removing staged bytes of upload {upload}"
+            ))(e)),
         }
     }
 
     async fn delete_quietly(&self, rel: &str) {
         match self.store.delete(&self.key(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(key = rel, error = %e, "could not remove a staging object; it will be left behind"),
+            Err(e) => {
+                tracing::warn!(key = rel, error = %e, "could not remove a staging object; it will be left behind")
+            }
         }
     }
 }
@@ -553,9 +671,11 @@ enum WriterInner {
 impl std::fmt::Debug for WriterInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Local { path, pending, .. } => {
-                f.debug_struct("Local").field("path", path).field("pending", pending).finish()
-            }
+            Self::Local { path, pending, .. } => f
+                .debug_struct("Local")
+                .field("path", path)
+                .field("pending", pending)
+                .finish(),
             Self::S3 { state, buffer, .. } => f
                 .debug_struct("S3")
                 .field("parts", &state.parts.len())
@@ -575,7 +695,9 @@ impl StagedWriter {
     pub fn received(&self) -> u64 {
         match &self.inner {
             WriterInner::Local { pending, .. } => self.committed + pending,
-            WriterInner::S3 { state, buffer, .. } => self.committed - state.tail + buffer.len() as u64,
+            WriterInner::S3 { state, buffer, .. } => {
+                self.committed - state.tail + buffer.len() as u64
+            }
         }
     }
 
@@ -583,14 +705,21 @@ impl StagedWriter {
     /// before telling anyone those bytes are safe.
     pub async fn append(&mut self, data: Bytes) -> Result<Option<Checkpoint>, StoreError> {
         match &mut self.inner {
-            WriterInner::Local { file, path, pending, flush_bytes } => {
-                let mut f = file
-                    .take()
-                    .ok_or_else(|| StoreError::Corrupt(format!("writer of upload {} was poisoned", self.upload)))?;
+            WriterInner::Local {
+                file,
+                path,
+                pending,
+                flush_bytes,
+            } => {
+                let mut f = file.take().ok_or_else(|| {
+                    StoreError::Corrupt(format!("writer of upload {} was poisoned", self.upload))
+                })?;
                 let sync = *pending + data.len() as u64 >= *flush_bytes;
                 let ctx = format!("writing {}", path.display());
                 let (f, res) = tokio::task::spawn_blocking(move || {
-                    let r = f.write_all(&data).and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+                    let r = f
+                        .write_all(&data)
+                        .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
                     (f, r.map(|()| data.len() as u64))
                 })
                 .await
@@ -600,11 +729,16 @@ impl StagedWriter {
                 *pending += n;
                 if sync {
                     self.committed += std::mem::take(pending);
-                    return Ok(Some(Checkpoint { committed: self.committed, staging: LOCAL_STAGING.into() }));
+                    return Ok(Some(Checkpoint {
+                        committed: self.committed,
+                        staging: LOCAL_STAGING.into(),
+                    }));
                 }
                 Ok(None)
             }
-            WriterInner::S3 { buffer, part_size, .. } => {
+            WriterInner::S3 {
+                buffer, part_size, ..
+            } => {
                 buffer.extend_from_slice(&data);
                 if buffer.len() >= *part_size {
                     return self.store_full_parts().await;
@@ -615,7 +749,14 @@ impl StagedWriter {
     }
 
     async fn store_full_parts(&mut self) -> Result<Option<Checkpoint>, StoreError> {
-        let WriterInner::S3 { blobs, multipart, part_size, state, buffer } = &mut self.inner else {
+        let WriterInner::S3 {
+            blobs,
+            multipart,
+            part_size,
+            state,
+            buffer,
+        } = &mut self.inner
+        else {
             return Ok(None);
         };
         let key = blobs.key(&Blobs::staging_key(self.upload));
@@ -623,9 +764,17 @@ impl StagedWriter {
         while buffer.len() >= *part_size {
             let part = buffer.split_to(*part_size).freeze();
             let id = multipart
-                .put_part(&key, &state.multipart_id, state.parts.len(), PutPayload::from_bytes(part))
+                .put_part(
+                    &key,
+                    &state.multipart_id,
+                    state.parts.len(),
+                    PutPayload::from_bytes(part),
+                )
                 .await
-                .map_err(StoreError::object(format!("storing part {} of {key}", state.parts.len())))?;
+                .map_err(StoreError::object(format!(
+                    "storing part {} of {key}",
+                    state.parts.len()
+                )))?;
             state.parts.push(id.content_id);
             // The old tail's bytes are inside this part now; the tail object no longer counts.
             state.tail = 0;
@@ -635,19 +784,27 @@ impl StagedWriter {
             return Ok(None);
         }
         self.committed = state.parts.len() as u64 * *part_size as u64;
-        Ok(Some(Checkpoint { committed: self.committed, staging: encode_s3(state) }))
+        Ok(Some(Checkpoint {
+            committed: self.committed,
+            staging: encode_s3(state),
+        }))
     }
 
     /// Makes every received byte durable. Returns the checkpoint to save, or `None` when nothing new.
     pub async fn flush(&mut self) -> Result<Option<Checkpoint>, StoreError> {
         match &mut self.inner {
-            WriterInner::Local { file, path, pending, .. } => {
+            WriterInner::Local {
+                file,
+                path,
+                pending,
+                ..
+            } => {
                 if *pending == 0 {
                     return Ok(None);
                 }
-                let f = file
-                    .take()
-                    .ok_or_else(|| StoreError::Corrupt(format!("writer of upload {} was poisoned", self.upload)))?;
+                let f = file.take().ok_or_else(|| {
+                    StoreError::Corrupt(format!("writer of upload {} was poisoned", self.upload))
+                })?;
                 let ctx = format!("syncing {}", path.display());
                 let (f, res) = tokio::task::spawn_blocking(move || {
                     let r = f.sync_data();
@@ -658,9 +815,18 @@ impl StagedWriter {
                 res.map_err(StoreError::io(ctx))?;
                 *file = Some(f);
                 self.committed += std::mem::take(pending);
-                Ok(Some(Checkpoint { committed: self.committed, staging: LOCAL_STAGING.into() }))
+                Ok(Some(Checkpoint {
+                    committed: self.committed,
+                    staging: LOCAL_STAGING.into(),
+                }))
             }
-            WriterInner::S3 { blobs, state, buffer, part_size, .. } => {
+            WriterInner::S3 {
+                blobs,
+                state,
+                buffer,
+                part_size,
+                ..
+            } => {
                 // Nothing past what is already durable (stored parts plus the saved tail).
                 if buffer.len() as u64 == state.tail {
                     return Ok(None);
@@ -669,7 +835,10 @@ impl StagedWriter {
                 blobs.put(&Blobs::tail_key(self.upload), tail).await?;
                 state.tail = buffer.len() as u64;
                 self.committed = state.parts.len() as u64 * *part_size as u64 + state.tail;
-                Ok(Some(Checkpoint { committed: self.committed, staging: encode_s3(state) }))
+                Ok(Some(Checkpoint {
+                    committed: self.committed,
+                    staging: encode_s3(state),
+                }))
             }
         }
     }

@@ -45,7 +45,9 @@ impl HasErrorCode for StoreError {
             Self::Conflict(_) => ErrorCode::Aborted,
             Self::Full(_) => ErrorCode::ResourceExhausted,
             Self::Database { source, .. } if is_connection_error(source) => ErrorCode::Unavailable,
-            Self::Object { source, .. } if matches!(source, object_store::Error::NotFound { .. }) => {
+            Self::Object { source, .. }
+                if matches!(source, object_store::Error::NotFound { .. }) =>
+            {
                 ErrorCode::NotFound
             }
             Self::Database { .. } | Self::Migrate(_) | Self::Object { .. } | Self::Io { .. } => {
@@ -57,7 +59,10 @@ impl HasErrorCode for StoreError {
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
 }
 
 /// Whether an error chain bottoms out in "no space left on device".

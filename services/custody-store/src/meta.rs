@@ -3,11 +3,13 @@
 
 use crate::error::StoreError;
 use custody_core::{
-    DeviceId, Evidence, EvidenceFilter, EvidenceId, FileName, Importance, MediaType, Sha256, Sm3, StationId,
-    Timestamp, Upload, UploadDeclaration, UploadId, UploadState,
+    DeviceId, Evidence, EvidenceFilter, EvidenceId, FileName, Importance, MediaType, Sha256, Sm3,
+    StationId, Timestamp, Upload, UploadDeclaration, UploadId, UploadState,
 };
-use sqlx::postgres::{PgPoolOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -54,7 +56,11 @@ impl PageCursor {
     }
 
     pub fn decode(s: &str) -> Result<Self, String> {
-        let bad = || format!("cursor: expected a token returned as next_cursor by a previous page, got {s:?}");
+        let bad = || {
+            format!(
+                "cursor: expected a token returned as next_cursor by a previous page, got {s:?}"
+            )
+        };
         let (t, id) = s.split_once('_').ok_or_else(bad)?;
         Ok(Self {
             captured_at: Timestamp::from_unix_micros(t.parse().map_err(|_| bad())?),
@@ -133,7 +139,12 @@ impl UploadRow {
                 file_name: FileName::parse(self.file_name).map_err(|x| e(&x))?,
                 size: u64::try_from(self.size).map_err(|x| e(&x))?,
                 sha256: Sha256::from_slice(&self.sha256).map_err(|x| e(&x))?,
-                sm3: self.sm3.as_deref().map(Sm3::from_slice).transpose().map_err(|x| e(&x))?,
+                sm3: self
+                    .sm3
+                    .as_deref()
+                    .map(Sm3::from_slice)
+                    .transpose()
+                    .map_err(|x| e(&x))?,
                 captured_at: Timestamp::from_unix_micros(self.captured_at),
                 importance: Importance::from_mark(self.importance.into()).map_err(|x| e(&x))?,
                 media_type: MediaType::parse(&self.media_type).map_err(|x| e(&x))?,
@@ -142,7 +153,12 @@ impl UploadRow {
             committed_size: u64::try_from(self.committed_size).map_err(|x| e(&x))?,
             staging: self.staging,
             failure: self.failure,
-            evidence_id: self.evidence_id.as_deref().map(EvidenceId::parse).transpose().map_err(|x| e(&x))?,
+            evidence_id: self
+                .evidence_id
+                .as_deref()
+                .map(EvidenceId::parse)
+                .transpose()
+                .map_err(|x| e(&x))?,
             created_at: Timestamp::from_unix_micros(self.created_at),
             updated_at: Timestamp::from_unix_micros(self.updated_at),
             expires_at: Timestamp::from_unix_micros(self.expires_at),
@@ -157,7 +173,12 @@ impl EvidenceRow {
         Ok(Evidence {
             id: EvidenceId::parse(&self.id).map_err(|x| e(&x))?,
             sha256: Sha256::from_slice(&self.sha256).map_err(|x| e(&x))?,
-            sm3: self.sm3.as_deref().map(Sm3::from_slice).transpose().map_err(|x| e(&x))?,
+            sm3: self
+                .sm3
+                .as_deref()
+                .map(Sm3::from_slice)
+                .transpose()
+                .map_err(|x| e(&x))?,
             size: u64::try_from(self.size).map_err(|x| e(&x))?,
             device_id: DeviceId::parse(self.device_id).map_err(|x| e(&x))?,
             station_id: StationId::parse(self.station_id).map_err(|x| e(&x))?,
@@ -340,7 +361,12 @@ impl Metadata {
 
     /// Moves an upload from `open` (or an interrupted `committing`) to `committing`, saving the staging
     /// state. Returns false when the upload is in neither state.
-    pub async fn begin_commit(&self, id: UploadId, staging: &str, now: Timestamp) -> Result<bool, StoreError> {
+    pub async fn begin_commit(
+        &self,
+        id: UploadId,
+        staging: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         let sql = "UPDATE uploads SET state = 'committing', staging = $1, updated_at = $2 \
              WHERE id = $3 AND state IN ('open', 'committing')";
         let n = on_pool!(self, p => sqlx::query(sql)
@@ -355,7 +381,12 @@ impl Metadata {
     }
 
     /// Marks an upload failed with the reason (e.g. which hash differed).
-    pub async fn fail_upload(&self, id: UploadId, reason: &str, now: Timestamp) -> Result<(), StoreError> {
+    pub async fn fail_upload(
+        &self,
+        id: UploadId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let sql = "UPDATE uploads SET state = 'failed', failure = $1, updated_at = $2 \
              WHERE id = $3 AND state IN ('open', 'committing')";
         on_pool!(self, p => sqlx::query(sql)
@@ -385,7 +416,11 @@ impl Metadata {
     }
 
     /// Uploads idle past their expiry that still hold staged bytes, oldest first.
-    pub async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<Upload>, StoreError> {
+    pub async fn expired_uploads(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Upload>, StoreError> {
         let sql = "SELECT id, device_id, station_id, file_name, size, sha256, sm3, captured_at, importance, \
              media_type, state, committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at \
              FROM uploads WHERE state IN ('open', 'committing') AND expires_at <= $1 ORDER BY expires_at LIMIT $2";
@@ -447,7 +482,10 @@ impl Metadata {
         .map_err(StoreError::db("committing evidence"))?;
         let evidence = row.into_domain()?;
         let duplicate = evidence.id != candidate.id;
-        Ok(CommitOutcome { evidence, duplicate })
+        Ok(CommitOutcome {
+            evidence,
+            duplicate,
+        })
     }
 
     pub async fn get_evidence(&self, id: EvidenceId) -> Result<Option<Evidence>, StoreError> {
@@ -459,12 +497,16 @@ impl Metadata {
         row.map(EvidenceRow::into_domain).transpose()
     }
 
-    pub async fn get_evidence_by_sha256(&self, sha256: &Sha256) -> Result<Option<Evidence>, StoreError> {
-        let row: Option<EvidenceRow> = on_pool!(self, p => sqlx::query_as(SELECT_EVIDENCE_BY_SHA256)
+    pub async fn get_evidence_by_sha256(
+        &self,
+        sha256: &Sha256,
+    ) -> Result<Option<Evidence>, StoreError> {
+        let row: Option<EvidenceRow> =
+            on_pool!(self, p => sqlx::query_as(SELECT_EVIDENCE_BY_SHA256)
             .bind(sha256.as_bytes().to_vec())
             .fetch_optional(p)
             .await)
-        .map_err(StoreError::db("reading evidence by sha256"))?;
+            .map_err(StoreError::db("reading evidence by sha256"))?;
         row.map(EvidenceRow::into_domain).transpose()
     }
 
@@ -496,10 +538,16 @@ impl Metadata {
             .fetch_all(p)
             .await)
         .map_err(StoreError::db("listing evidence"))?;
-        let mut items = rows.into_iter().map(EvidenceRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .into_iter()
+            .map(EvidenceRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|e| PageCursor { captured_at: e.captured_at, id: e.id })
+            items.last().map(|e| PageCursor {
+                captured_at: e.captured_at,
+                id: e.id,
+            })
         } else {
             None
         };

@@ -9,11 +9,16 @@ use rand::Rng;
 
 /// Connection URL of the PostgreSQL server used by tests.
 pub fn postgres_admin_url() -> String {
-    std::env::var("CUSTODY_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CUSTODY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{:08x}", std::process::id(), rand::rng().random::<u32>())
+    format!(
+        "{prefix}_{}_{:08x}",
+        std::process::id(),
+        rand::rng().random::<u32>()
+    )
 }
 
 /// Creates an empty database and returns its URL. Databases are named `custody_test_*`; the test script
@@ -22,15 +27,20 @@ pub async fn fresh_postgres_url() -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
     let name = unique("custody_test");
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!("tests need PostgreSQL at {admin} (start it with scripts/test-servers.sh): {e}")
-    });
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("tests need PostgreSQL at {admin} (start it with scripts/test-servers.sh): {e}")
+        });
     let stmt = format!("CREATE DATABASE {name}");
     sqlx::query(sqlx::AssertSqlSafe(stmt))
         .execute(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin);
     format!("{base}/{name}")
 }
 

@@ -41,16 +41,28 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .await
         .with_context(|| format!("opening database {}", crate::config::redact_url(&db_url)))?;
     let mut blob_cfg = BlobConfig::from_url(&config.object_store_url())?;
-    if let BlobConfig::S3 { endpoint, region, access_key_id, secret_access_key, allow_http, .. } = &mut blob_cfg {
+    if let BlobConfig::S3 {
+        endpoint,
+        region,
+        access_key_id,
+        secret_access_key,
+        allow_http,
+        ..
+    } = &mut blob_cfg
+    {
         *endpoint = config.s3_endpoint.clone();
         *region = config.s3_region.clone();
         *access_key_id = config.s3_access_key_id.clone();
         *secret_access_key = config.s3_secret()?;
         *allow_http = config.s3_allow_http;
     }
-    let part_size = usize::try_from(config.upload_part_size.as_u64()).context("upload_part_size is too large")?;
+    let part_size = usize::try_from(config.upload_part_size.as_u64())
+        .context("upload_part_size is too large")?;
     let blobs = Blobs::open(&blob_cfg, part_size, config.upload_flush_bytes.as_u64()).await?;
-    blobs.ping().await.with_context(|| format!("reaching the object store ({})", blobs.describe()))?;
+    blobs
+        .ping()
+        .await
+        .with_context(|| format!("reaching the object store ({})", blobs.describe()))?;
     tracing::info!(database = %crate::config::redact_url(&db_url), objects = blobs.describe(), "storage ready");
 
     let mut registry = Registry::default();
@@ -72,12 +84,22 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let grpc = TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
-    Ok(App { http, grpc, ingest, meta, registry: Arc::new(registry), config })
+    Ok(App {
+        http,
+        grpc,
+        ingest,
+        meta,
+        registry: Arc::new(registry),
+        config,
+    })
 }
 
 impl App {
     pub fn addrs(&self) -> anyhow::Result<BoundAddrs> {
-        Ok(BoundAddrs { http: self.http.local_addr()?, grpc: self.grpc.local_addr()? })
+        Ok(BoundAddrs {
+            http: self.http.local_addr()?,
+            grpc: self.grpc.local_addr()?,
+        })
     }
 
     pub fn ingest(&self) -> &Ingest {
@@ -86,7 +108,10 @@ impl App {
 
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish (an upload
     /// stream's received bytes are made durable), stops the workers and closes the database.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addrs = self.addrs()?;
         let token = CancellationToken::new();
         let trigger = token.clone();
@@ -96,10 +121,18 @@ impl App {
             trigger.cancel();
         });
 
-        let api = custody_api::router(ApiState { ingest: self.ingest.clone(), registry: self.registry.clone() });
-        let http = tokio::spawn(custody_api::serve(self.http, api, token.clone().cancelled_owned()));
+        let api = custody_api::router(ApiState {
+            ingest: self.ingest.clone(),
+            registry: self.registry.clone(),
+        });
+        let http = tokio::spawn(custody_api::serve(
+            self.http,
+            api,
+            token.clone().cancelled_owned(),
+        ));
 
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .initial_stream_window_size(Some(8 << 20))
@@ -109,9 +142,10 @@ impl App {
                 .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned()),
         );
 
-        let expiry = tokio::spawn(
-            self.ingest.clone().run_expiry(self.config.upload_expiry_interval, token.clone().cancelled_owned()),
-        );
+        let expiry = tokio::spawn(self.ingest.clone().run_expiry(
+            self.config.upload_expiry_interval,
+            token.clone().cancelled_owned(),
+        ));
 
         if let Some(path) = &self.config.ready_file {
             let tmp = path.with_extension("tmp");

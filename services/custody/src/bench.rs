@@ -62,8 +62,15 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
     let chunk = usize::try_from(args.chunk_size.as_u64())?.max(1);
     let total = size * c as u64;
     std::fs::create_dir_all(&args.dir)?;
-    let work = tempfile::Builder::new().prefix("custody-bench-").tempdir_in(&args.dir)?;
-    println!("custody bench upload: {c} × {} files, {} chunks, in {}", args.size, args.chunk_size, work.path().display());
+    let work = tempfile::Builder::new()
+        .prefix("custody-bench-")
+        .tempdir_in(&args.dir)?;
+    println!(
+        "custody bench upload: {c} × {} files, {} chunks, in {}",
+        args.size,
+        args.chunk_size,
+        work.path().display()
+    );
 
     let mut base = vec![0u8; BASE_LEN];
     rand::fill(&mut base[..]);
@@ -92,7 +99,10 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
         .collect();
     let mut paths = Vec::new();
     for h in handles {
-        paths.push(h.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??);
+        paths.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("writer thread panicked"))??,
+        );
     }
     let t_write = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -117,7 +127,10 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
         .collect();
     let mut digests = Vec::new();
     for h in handles {
-        digests.push(h.join().map_err(|_| anyhow::anyhow!("hasher thread panicked"))??);
+        digests.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("hasher thread panicked"))??,
+        );
     }
     let t_hash = t.elapsed().as_secs_f64();
     for p in &paths {
@@ -127,7 +140,11 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
 
     // The server, as a separate process so that its memory can be measured.
     let exe = std::env::current_exe()?;
-    let extra: Vec<String> = args.serve_args.split_whitespace().map(String::from).collect();
+    let extra: Vec<String> = args
+        .serve_args
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let server = ServerProcess::spawn(&exe, &work.path().join("server"), &extra)?;
     let grpc = server.addrs.grpc;
 
@@ -144,17 +161,26 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
                 size: size as i64,
                 sha256,
                 sm3: String::new(),
-                capture_start: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+                capture_start: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
                 importance: pb::Importance::Normal.into(),
                 media_type: pb::MediaType::Video.into(),
             };
-            let receipt = up.upload(req, &Source::Generated(g)).await.context("upload")?;
+            let receipt = up
+                .upload(req, &Source::Generated(g))
+                .await
+                .context("upload")?;
             anyhow::Ok(receipt)
         }));
     }
     for task in tasks {
         let r = task.await??;
-        anyhow::ensure!(!r.duplicate && r.size as u64 == size, "unexpected receipt {r:?}");
+        anyhow::ensure!(
+            !r.duplicate && r.size as u64 == size,
+            "unexpected receipt {r:?}"
+        );
     }
     let t_upload = t.elapsed().as_secs_f64();
     let rss = server.peak_rss();
@@ -162,13 +188,31 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
 
     let ratio = limit_secs / t_upload;
     println!();
-    println!("  write + fsync ({c} threads)          {}", rate(total, t_write));
-    println!("  read + SHA-256 ({c} threads)         {}", rate(total, t_hash));
-    println!("  limit: write, then read + hash     {}   ({:.2} s for {})", rate(total, limit_secs), limit_secs, ByteSize(total));
-    println!("  custody upload over gRPC           {}   ({:.2} s, begin + write + commit)", rate(total, t_upload), t_upload);
+    println!(
+        "  write + fsync ({c} threads)          {}",
+        rate(total, t_write)
+    );
+    println!(
+        "  read + SHA-256 ({c} threads)         {}",
+        rate(total, t_hash)
+    );
+    println!(
+        "  limit: write, then read + hash     {}   ({:.2} s for {})",
+        rate(total, limit_secs),
+        limit_secs,
+        ByteSize(total)
+    );
+    println!(
+        "  custody upload over gRPC           {}   ({:.2} s, begin + write + commit)",
+        rate(total, t_upload),
+        t_upload
+    );
     println!("  upload / limit                     {:>8.2}", ratio);
     match rss {
-        Some(b) => println!("  server peak RSS                    {:>8.1} MiB", b as f64 / (1 << 20) as f64),
+        Some(b) => println!(
+            "  server peak RSS                    {:>8.1} MiB",
+            b as f64 / (1 << 20) as f64
+        ),
         None => println!("  server peak RSS                    unknown (no /proc)"),
     }
     Ok(())

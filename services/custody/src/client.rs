@@ -80,7 +80,10 @@ impl Uploader {
         self
     }
 
-    pub async fn begin(&mut self, req: pb::BeginRequest) -> Result<pb::begin_response::Result, Status> {
+    pub async fn begin(
+        &mut self,
+        req: pb::BeginRequest,
+    ) -> Result<pb::begin_response::Result, Status> {
         self.client
             .begin(req)
             .await?
@@ -90,7 +93,13 @@ impl Uploader {
     }
 
     /// Streams bytes `from..to` of `source` in one write stream; returns the committed size.
-    pub async fn write(&mut self, upload_id: &str, source: &Source, from: u64, to: u64) -> Result<u64, Status> {
+    pub async fn write(
+        &mut self,
+        upload_id: &str,
+        source: &Source,
+        from: u64,
+        to: u64,
+    ) -> Result<u64, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::WriteRequest>(4);
         let (id, src, chunk) = (upload_id.to_string(), source.clone(), self.chunk);
         let producer = tokio::spawn(async move {
@@ -98,7 +107,11 @@ impl Uploader {
             while off < to {
                 let len = usize::try_from((to - off).min(chunk as u64)).unwrap_or(chunk);
                 let data = src.chunk(off, len).await?;
-                let msg = pb::WriteRequest { upload_id: id.clone(), offset: off as i64, data: data.into() };
+                let msg = pb::WriteRequest {
+                    upload_id: id.clone(),
+                    offset: off as i64,
+                    data: data.into(),
+                };
                 if tx.send(msg).await.is_err() {
                     break; // the server ended the stream; its answer says why
                 }
@@ -106,18 +119,29 @@ impl Uploader {
             }
             Ok::<(), Status>(())
         });
-        let result = self.client.write(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        let result = self
+            .client
+            .write(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
         producer.abort();
         Ok(u64::try_from(result?.into_inner().committed_size).unwrap_or(0))
     }
 
     pub async fn query(&mut self, upload_id: &str) -> Result<pb::QueryResponse, Status> {
-        Ok(self.client.query(pb::QueryRequest { upload_id: upload_id.into() }).await?.into_inner())
+        Ok(self
+            .client
+            .query(pb::QueryRequest {
+                upload_id: upload_id.into(),
+            })
+            .await?
+            .into_inner())
     }
 
     pub async fn commit(&mut self, upload_id: &str) -> Result<pb::Receipt, Status> {
         self.client
-            .commit(pb::CommitRequest { upload_id: upload_id.into() })
+            .commit(pb::CommitRequest {
+                upload_id: upload_id.into(),
+            })
             .await?
             .into_inner()
             .receipt
@@ -125,8 +149,13 @@ impl Uploader {
     }
 
     /// The whole protocol: begin, write whatever the server lacks, commit.
-    pub async fn upload(&mut self, req: pb::BeginRequest, source: &Source) -> Result<pb::Receipt, Status> {
-        let size = u64::try_from(req.size).map_err(|_| Status::invalid_argument("negative size"))?;
+    pub async fn upload(
+        &mut self,
+        req: pb::BeginRequest,
+        source: &Source,
+    ) -> Result<pb::Receipt, Status> {
+        let size =
+            u64::try_from(req.size).map_err(|_| Status::invalid_argument("negative size"))?;
         match self.begin(req).await? {
             pb::begin_response::Result::Receipt(r) => Ok(r),
             pb::begin_response::Result::Session(s) => {
@@ -154,5 +183,9 @@ pub fn hash_file(path: &std::path::Path) -> std::io::Result<(String, String, u64
         h.update(&buf[..n]);
     }
     let d = h.finish();
-    Ok((d.sha256.to_hex(), d.sm3.map(|s| s.to_hex()).unwrap_or_default(), d.size))
+    Ok((
+        d.sha256.to_hex(),
+        d.sm3.map(|s| s.to_hex()).unwrap_or_default(),
+        d.size,
+    ))
 }

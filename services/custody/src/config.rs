@@ -103,7 +103,10 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("http_listen", &self.http_listen)
             .field("grpc_listen", &self.grpc_listen)
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
             .field("object_store", &self.object_store)
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_access_key_id", &self.s3_access_key_id)
@@ -139,7 +142,8 @@ impl Config {
             serde_json::Value::Object(m) => m.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        let env = Env::prefixed("CUSTODY_").filter(move |k| known.iter().any(|n| n.as_str() == k.as_str()));
+        let env = Env::prefixed("CUSTODY_")
+            .filter(move |k| known.iter().any(|n| n.as_str() == k.as_str()));
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
             .merge(env)
@@ -160,12 +164,18 @@ impl Config {
         if self.upload_ttl.is_zero() || self.upload_expiry_interval.is_zero() {
             anyhow::bail!("upload_ttl and upload_expiry_interval must be greater than zero");
         }
-        if self.object_store.as_deref().is_some_and(|o| o.starts_with("s3://"))
+        if self
+            .object_store
+            .as_deref()
+            .is_some_and(|o| o.starts_with("s3://"))
             && self.max_upload_size.as_u64() > 5 << 30
         {
             // Commit copies the verified staged object to its content address with one S3 CopyObject,
             // which S3 limits to 5 GiB.
-            anyhow::bail!("max_upload_size may be at most 5GiB with an S3 object store, got {}", self.max_upload_size);
+            anyhow::bail!(
+                "max_upload_size may be at most 5GiB with an S3 object store, got {}",
+                self.max_upload_size
+            );
         }
         Ok(())
     }
@@ -184,8 +194,9 @@ impl Config {
 
     pub fn s3_secret(&self) -> anyhow::Result<Option<String>> {
         if let Some(path) = &self.s3_secret_access_key_file {
-            let s = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading s3_secret_access_key_file {}: {e}", path.display()))?;
+            let s = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("reading s3_secret_access_key_file {}: {e}", path.display())
+            })?;
             return Ok(Some(s.trim().to_string()));
         }
         Ok(self.s3_secret_access_key.clone())
@@ -211,7 +222,9 @@ mod tests {
             )?;
             jail.set_env("CUSTODY_GRPC_LISTEN", "127.0.0.1:3");
             jail.set_env("CUSTODY_HTTP_LISTEN", "127.0.0.1:4");
-            let flags = Flags { http_listen: Some("127.0.0.1:5".parse().unwrap()) };
+            let flags = Flags {
+                http_listen: Some("127.0.0.1:5".parse().unwrap()),
+            };
             let c = Config::load(Path::new("custody.toml"), true, flags).unwrap();
             assert_eq!(c.data_dir, PathBuf::from("/from/file"));
             assert_eq!(c.grpc_listen.port(), 3);
@@ -225,7 +238,8 @@ mod tests {
     fn a_misspelt_key_in_the_file_is_an_error_naming_it() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("custody.toml", "data_dri = \"x\"\n")?;
-            let e = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None }).unwrap_err();
+            let e = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None })
+                .unwrap_err();
             assert!(e.to_string().contains("data_dri"), "{e}");
             Ok(())
         });
@@ -234,8 +248,12 @@ mod tests {
     #[test]
     fn human_sizes_and_durations_are_understood() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("custody.toml", "max_upload_size = \"2GiB\"\nupload_ttl = \"90min\"\n")?;
-            let c = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None }).unwrap();
+            jail.create_file(
+                "custody.toml",
+                "max_upload_size = \"2GiB\"\nupload_ttl = \"90min\"\n",
+            )?;
+            let c =
+                Config::load(Path::new("custody.toml"), true, Flags { http_listen: None }).unwrap();
             assert_eq!(c.max_upload_size, ByteSize::gib(2));
             assert_eq!(c.upload_ttl, Duration::from_secs(5400));
             Ok(())
@@ -246,7 +264,12 @@ mod tests {
     fn unrelated_custody_environment_variables_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CUSTODY_TEST_PG_URL", "postgres://x");
-            Config::load(Path::new("missing.toml"), false, Flags { http_listen: None }).unwrap();
+            Config::load(
+                Path::new("missing.toml"),
+                false,
+                Flags { http_listen: None },
+            )
+            .unwrap();
             Ok(())
         });
     }

@@ -16,7 +16,12 @@ use std::time::Duration;
 struct Cli {
     /// Configuration file (TOML). Read when it exists; settings in CUSTODY_* environment variables and
     /// flags override it.
-    #[arg(long, global = true, env = "CUSTODY_CONFIG", default_value = "custody.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTODY_CONFIG",
+        default_value = "custody.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -140,10 +145,13 @@ mod opt_duration {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(args) => {
-            let explicit = std::env::var_os("CUSTODY_CONFIG").is_some() || cli.config != PathBuf::from("custody.toml");
+            let explicit = std::env::var_os("CUSTODY_CONFIG").is_some()
+                || cli.config != PathBuf::from("custody.toml");
             let config = Config::load(&cli.config, explicit, &args)?;
             custody::init_logging(&config.log, config.log_format == LogFormat::Json);
             tracing::info!(?config, "starting custody {}", env!("CARGO_PKG_VERSION"));

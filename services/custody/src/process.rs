@@ -27,7 +27,12 @@ impl ServerProcess {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
@@ -36,7 +41,13 @@ impl ServerProcess {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
-        let mut p = Self { child, addrs: BoundAddrs { http: ([0, 0, 0, 0], 0).into(), grpc: ([0, 0, 0, 0], 0).into() } };
+        let mut p = Self {
+            child,
+            addrs: BoundAddrs {
+                http: ([0, 0, 0, 0], 0).into(),
+                grpc: ([0, 0, 0, 0], 0).into(),
+            },
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(bytes) = std::fs::read(&ready) {
@@ -49,7 +60,10 @@ impl ServerProcess {
                 anyhow::bail!("server exited with {status} before serving; its log:\n{log}");
             }
             if Instant::now() > deadline {
-                anyhow::bail!("server did not start serving within 60 s; log at {}", log_path.display());
+                anyhow::bail!(
+                    "server did not start serving within 60 s; log at {}",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -76,7 +90,9 @@ impl ServerProcess {
 
     /// SIGTERM, then wait for a graceful exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         anyhow::ensure!(status.success(), "kill -TERM failed");
         Ok(self.child.wait()?)
     }
@@ -99,6 +115,10 @@ pub fn sibling_binary() -> anyhow::Result<PathBuf> {
         dir.pop();
     }
     let exe = dir.join("custody");
-    anyhow::ensure!(exe.exists(), "{} does not exist: build it first with `cargo build -p custody`", exe.display());
+    anyhow::ensure!(
+        exe.exists(),
+        "{} does not exist: build it first with `cargo build -p custody`",
+        exe.display()
+    );
     Ok(exe)
 }
