@@ -1,0 +1,152 @@
+//! `spawn_app()`: a real server in this process on port 0, with a fresh database and object store.
+#![allow(dead_code)]
+
+use custody::client::{Source, Uploader};
+use custody::config::Config;
+use custody_ingest::Ingest;
+use custody_proto::v1 as pb;
+use custody_store::testing;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// The embedded defaults: SQLite and local disk.
+    Embedded,
+    /// PostgreSQL and the S3 test server.
+    Real,
+}
+
+pub struct TestApp {
+    pub grpc: std::net::SocketAddr,
+    pub http: String,
+    pub ingest: Ingest,
+    pub data_dir: PathBuf,
+    pub http_client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        custody::init_logging("info", false);
+    }
+}
+
+pub fn config_for(backends: Backends, data_dir: PathBuf) -> Config {
+    let mut c = Config {
+        data_dir,
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        max_upload_size: bytesize::ByteSize::mib(256),
+        upload_flush_bytes: bytesize::ByteSize::mib(1),
+        upload_part_size: bytesize::ByteSize::mib(5),
+        ..Config::default()
+    };
+    if backends == Backends::Real {
+        let s3 = testing::s3_test_server();
+        c.object_store = Some(format!("s3://{}/{}", s3.bucket, rand::random::<u32>()));
+        c.s3_endpoint = Some(s3.endpoint);
+        c.s3_access_key_id = Some(s3.access_key);
+        c.s3_secret_access_key = Some(s3.secret_key);
+        c.s3_allow_http = true;
+    }
+    c
+}
+
+pub async fn spawn_app(backends: Backends) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(backends, dir.path().join("data"));
+    if backends == Backends::Real {
+        config.database_url = Some(testing::fresh_postgres_url().await);
+    }
+    spawn_with(config, Some(dir)).await
+}
+
+pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestApp {
+    init_test_logging();
+    let data_dir = config.data_dir.clone();
+    let app = custody::build(config).await.expect("server builds");
+    let addrs = app.addrs().unwrap();
+    let ingest = app.ingest().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        grpc: addrs.grpc,
+        http: format!("http://{}", addrs.http),
+        ingest,
+        data_dir,
+        http_client: reqwest::Client::new(),
+        stop: Some(tx),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub async fn uploader(&self) -> Uploader {
+        Uploader::connect(self.grpc).await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http_client
+            .get(format!("{}{path}", self.http))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Deterministic test bytes.
+pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+        .collect()
+}
+
+pub fn source(data: &[u8]) -> Source {
+    let data = Arc::new(data.to_vec());
+    Source::Generated(Arc::new(move |off, len| {
+        let off = off as usize;
+        bytes::Bytes::copy_from_slice(&data[off..off + len])
+    }))
+}
+
+/// A valid declaration of `data`.
+pub fn begin_request(data: &[u8], device: &str) -> pb::BeginRequest {
+    let d = custody_core::ContentHasher::digest(data, true);
+    pb::BeginRequest {
+        device_id: device.into(),
+        station_id: "ST-01".into(),
+        file_name: format!("{device}_20261122083000_0001.MP4"),
+        size: data.len() as i64,
+        sha256: d.sha256.to_hex(),
+        sm3: d.sm3.unwrap().to_hex(),
+        capture_start: Some(prost_types::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 0,
+        }),
+        importance: pb::Importance::Important.into(),
+        media_type: pb::MediaType::Video.into(),
+    }
+}
+
+pub fn session(r: pb::begin_response::Result) -> pb::UploadSession {
+    match r {
+        pb::begin_response::Result::Session(s) => s,
+        other => panic!("expected an upload session, got {other:?}"),
+    }
+}
