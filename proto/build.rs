@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // `bytes` fields decode as `Bytes` slices of the received buffer: upload chunks are not copied.
+        .bytes(".")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! client resumes from `Query`, no acknowledged byte is lost, and the committed evidence downloads
 //! byte for byte.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use custody::client::{Source, Uploader, hash_file};
 use custody::process::{ServerProcess, sibling_binary};
 use custody_proto::v1 as pb;

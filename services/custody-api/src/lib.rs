@@ -13,7 +13,7 @@ pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use custody_ingest::Ingest;
@@ -85,9 +85,4 @@ async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiErro
 
 async fn not_found() -> ApiError {
     ApiError::new(custody_core::ErrorCode::NotFound, "no such route")
-}
-
-/// Answers 503 with a JSON error (used by readiness).
-pub fn status_text(code: StatusCode) -> &'static str {
-    code.canonical_reason().unwrap_or("")
 }

@@ -170,7 +170,7 @@ impl pb::upload_server::Upload for UploadService {
                     msg.upload_id
                 )));
             }
-            if let Err(e) = writer.write(msg.offset, msg.data.into()).await {
+            if let Err(e) = writer.write(msg.offset, msg.data).await {
                 break Err(to_status(e));
             }
         };

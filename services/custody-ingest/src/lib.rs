@@ -192,14 +192,9 @@ impl Ingest {
     }
 
     async fn begin_inner(&self, decl: UploadDeclaration) -> Result<BeginOutcome, IngestError> {
-        let max = self.inner.config.max_upload_size;
-        if decl.size == 0 || decl.size > max {
-            return Err(IngestError::InvalidArgument(
-                UploadDeclaration::check_size(i64::try_from(decl.size).unwrap_or(i64::MAX), max)
-                    .err()
-                    .unwrap_or_default(),
-            ));
-        }
+        let declared = i64::try_from(decl.size).unwrap_or(i64::MAX);
+        UploadDeclaration::check_size(declared, self.inner.config.max_upload_size)
+            .map_err(IngestError::InvalidArgument)?;
         let meta = &self.inner.meta;
         if let Some(existing) = meta.get_evidence_by_sha256(&decl.sha256).await? {
             check_consistent_with(&decl, &existing)?;
@@ -319,7 +314,7 @@ impl Ingest {
             }
             UploadState::Open | UploadState::Committing => {}
         }
-        let _guard = self.claim(id)?;
+        let guard = self.claim(id)?;
         let decl = &upload.declaration;
         if upload.committed_size < decl.size {
             return Err(IngestError::Incomplete {
@@ -330,7 +325,8 @@ impl Ingest {
         }
         let (meta, blobs) = (&self.inner.meta, &self.inner.blobs);
         if !meta.begin_commit(id, &upload.staging, now()).await? {
-            // Another replica finished or failed it meanwhile.
+            // Another replica committed, failed or expired it meanwhile: answer from its new state.
+            drop(guard);
             return Box::pin(self.commit_inner(id)).await;
         }
         let with_sm3 = decl.sm3.is_some() || self.inner.config.always_sm3;

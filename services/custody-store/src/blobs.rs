@@ -67,7 +67,7 @@ impl BlobConfig {
             });
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
-        if path.is_empty() || url.contains("://") && !url.starts_with("file://") {
+        if path.is_empty() || (url.contains("://") && !url.starts_with("file://")) {
             return Err(StoreError::Config(format!(
                 "object_store must be a directory, file:///dir or s3://bucket[/prefix], got {url:?}"
             )));

@@ -45,11 +45,10 @@ impl HasErrorCode for StoreError {
             Self::Conflict(_) => ErrorCode::Aborted,
             Self::Full(_) => ErrorCode::ResourceExhausted,
             Self::Database { source, .. } if is_connection_error(source) => ErrorCode::Unavailable,
-            Self::Object { source, .. }
-                if matches!(source, object_store::Error::NotFound { .. }) =>
-            {
-                ErrorCode::NotFound
-            }
+            Self::Object {
+                source: object_store::Error::NotFound { .. },
+                ..
+            } => ErrorCode::NotFound,
             Self::Database { .. } | Self::Migrate(_) | Self::Object { .. } | Self::Io { .. } => {
                 ErrorCode::Internal
             }

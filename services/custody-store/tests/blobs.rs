@@ -1,5 +1,7 @@
 //! The blob conformance suite: every test runs on local disk and on the S3 test server.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use bytes::Bytes;
 use custody_core::{ContentHasher, ErrorCode, HasErrorCode, UploadId, content_path};
 use custody_store::{BlobConfig, Blobs, StagedWriter, testing};

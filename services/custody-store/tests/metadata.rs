@@ -1,5 +1,7 @@
 //! The metadata conformance suite: every test runs on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use custody_core::*;
 use custody_store::{Metadata, testing};
 

@@ -110,7 +110,7 @@ impl Uploader {
                 let msg = pb::WriteRequest {
                     upload_id: id.clone(),
                     offset: off as i64,
-                    data: data.into(),
+                    data,
                 };
                 if tx.send(msg).await.is_err() {
                     break; // the server ended the stream; its answer says why

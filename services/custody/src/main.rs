@@ -6,7 +6,7 @@ use custody::Config;
 use custody::config::LogFormat;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Custody keeps body-worn recorder footage as tamper-evident evidence: resumable uploads from docking
@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run the server: gRPC uploads, the HTTP API, and background workers. With no configuration it keeps
     /// everything under ./custody-data (SQLite and local disk) and listens on :8080 (HTTP) and :50051 (gRPC).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -151,8 +151,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let explicit = std::env::var_os("CUSTODY_CONFIG").is_some()
-                || cli.config != PathBuf::from("custody.toml");
-            let config = Config::load(&cli.config, explicit, &args)?;
+                || cli.config != Path::new("custody.toml");
+            let config = Config::load(&cli.config, explicit, &*args)?;
             custody::init_logging(&config.log, config.log_format == LogFormat::Json);
             tracing::info!(?config, "starting custody {}", env!("CARGO_PKG_VERSION"));
             runtime.block_on(async {

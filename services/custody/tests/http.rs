@@ -1,5 +1,7 @@
 //! The HTTP read side: listing with filters and pages, metadata, content ranges, health and metrics.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

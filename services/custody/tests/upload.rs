@@ -1,6 +1,8 @@
 //! The upload protocol through a real server: happy paths, and every kind of bad input refused with a
 //! specific status while stored evidence stays untouched.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

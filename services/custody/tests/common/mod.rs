@@ -1,5 +1,5 @@
 //! `spawn_app()`: a real server in this process on port 0, with a fresh database and object store.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use custody::client::{Source, Uploader};
 use custody::config::Config;
