@@ -142,8 +142,9 @@ impl Config {
             serde_json::Value::Object(m) => m.keys().cloned().collect(),
             _ => Vec::new(),
         };
+        // Figment hands the filter each key without its prefix but in its original (upper) case.
         let env = Env::prefixed("CUSTODY_")
-            .filter(move |k| known.iter().any(|n| n.as_str() == k.as_str()));
+            .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
             .merge(env)
