@@ -196,18 +196,32 @@ fn sql_size(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const UPLOAD_COLUMNS: &str = "id, device_id, station_id, file_name, size, sha256, sm3, captured_at, importance, \
-     media_type, state, committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at";
+/// The columns of `uploads`, in `UploadRow` order: one list for every statement.
+macro_rules! upload_columns {
+    () => {
+        "id, device_id, station_id, file_name, size, sha256, sm3, captured_at, importance, media_type, state, \
+         committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at"
+    };
+}
 
-const SELECT_UPLOAD: &str = "SELECT id, device_id, station_id, file_name, size, sha256, sm3, captured_at, \
-     importance, media_type, state, committed_size, staging, failure, evidence_id, created_at, updated_at, \
-     expires_at FROM uploads WHERE id = $1";
+/// The columns of `evidence`, in `EvidenceRow` order (plus `upload_id`, which is written, never read).
+macro_rules! evidence_columns {
+    () => {
+        "id, sha256, sm3, size, device_id, station_id, file_name, media_type, importance, captured_at, ingested_at"
+    };
+}
 
-const SELECT_EVIDENCE_BY_ID: &str = "SELECT id, sha256, sm3, size, device_id, station_id, file_name, \
-     media_type, importance, captured_at, ingested_at FROM evidence WHERE id = $1";
-
-const SELECT_EVIDENCE_BY_SHA256: &str = "SELECT id, sha256, sm3, size, device_id, station_id, file_name, \
-     media_type, importance, captured_at, ingested_at FROM evidence WHERE sha256 = $1";
+const SELECT_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1");
+const SELECT_EVIDENCE_BY_ID: &str = concat!(
+    "SELECT ",
+    evidence_columns!(),
+    " FROM evidence WHERE id = $1"
+);
+const SELECT_EVIDENCE_BY_SHA256: &str = concat!(
+    "SELECT ",
+    evidence_columns!(),
+    " FROM evidence WHERE sha256 = $1"
+);
 
 impl Metadata {
     /// Connects by URL (`sqlite://path/custody.db`, `postgres://user@host/db`) and runs the migrations of
@@ -266,10 +280,11 @@ impl Metadata {
 
     pub async fn insert_upload(&self, u: &Upload) -> Result<(), StoreError> {
         let d = &u.declaration;
-        let sql = "INSERT INTO uploads (id, device_id, station_id, file_name, size, sha256, sm3, captured_at, \
-             importance, media_type, state, committed_size, staging, failure, evidence_id, created_at, updated_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
-        debug_assert!(UPLOAD_COLUMNS.split(',').count() == 18);
+        let sql = concat!(
+            "INSERT INTO uploads (",
+            upload_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        );
         on_pool!(self, p => sqlx::query(sql)
             .bind(u.id.to_string())
             .bind(d.device_id.as_str())
@@ -313,10 +328,12 @@ impl Metadata {
         size: u64,
         device: &DeviceId,
     ) -> Result<Option<Upload>, StoreError> {
-        let sql = "SELECT id, device_id, station_id, file_name, size, sha256, sm3, captured_at, importance, \
-             media_type, state, committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at \
-             FROM uploads WHERE sha256 = $1 AND size = $2 AND device_id = $3 AND state IN ('open', 'committing') \
-             ORDER BY committed_size DESC, created_at LIMIT 1";
+        let sql = concat!(
+            "SELECT ",
+            upload_columns!(),
+            " FROM uploads WHERE sha256 = $1 AND size = $2 AND device_id = $3 \
+              AND state IN ('open', 'committing') ORDER BY committed_size DESC, created_at LIMIT 1"
+        );
         let row: Option<UploadRow> = on_pool!(self, p => sqlx::query_as(sql)
             .bind(sha256.as_bytes().to_vec())
             .bind(sql_size(size))
@@ -421,9 +438,11 @@ impl Metadata {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<Upload>, StoreError> {
-        let sql = "SELECT id, device_id, station_id, file_name, size, sha256, sm3, captured_at, importance, \
-             media_type, state, committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at \
-             FROM uploads WHERE state IN ('open', 'committing') AND expires_at <= $1 ORDER BY expires_at LIMIT $2";
+        let sql = concat!(
+            "SELECT ",
+            upload_columns!(),
+            " FROM uploads WHERE state IN ('open', 'committing') AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+        );
         let rows: Vec<UploadRow> = on_pool!(self, p => sqlx::query_as(sql)
             .bind(now.unix_micros())
             .bind(i64::from(limit))
@@ -442,9 +461,11 @@ impl Metadata {
         candidate: &Evidence,
         now: Timestamp,
     ) -> Result<CommitOutcome, StoreError> {
-        let insert = "INSERT INTO evidence (id, sha256, sm3, size, device_id, station_id, file_name, media_type, \
-             importance, captured_at, ingested_at, upload_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (sha256) DO NOTHING";
+        let insert = concat!(
+            "INSERT INTO evidence (",
+            evidence_columns!(),
+            ", upload_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (sha256) DO NOTHING"
+        );
         let mark = "UPDATE uploads SET state = 'committed', evidence_id = $1, updated_at = $2 WHERE id = $3";
         let c = candidate;
         // The insert comes first so that SQLite takes its write lock at the start of the transaction and
@@ -518,14 +539,17 @@ impl Metadata {
         after: Option<PageCursor>,
         limit: u32,
     ) -> Result<EvidencePage, StoreError> {
-        let sql = "SELECT id, sha256, sm3, size, device_id, station_id, file_name, media_type, importance, \
-             captured_at, ingested_at FROM evidence \
+        let sql = concat!(
+            "SELECT ",
+            evidence_columns!(),
+            " FROM evidence \
              WHERE (CAST($1 AS TEXT) IS NULL OR device_id = $1) \
                AND (CAST($2 AS TEXT) IS NULL OR station_id = $2) \
                AND (CAST($3 AS BIGINT) IS NULL OR captured_at >= $3) \
                AND (CAST($4 AS BIGINT) IS NULL OR captured_at < $4) \
                AND (CAST($5 AS BIGINT) IS NULL OR (captured_at, id) > ($5, $6)) \
-             ORDER BY captured_at, id LIMIT $7";
+             ORDER BY captured_at, id LIMIT $7"
+        );
         let limit = limit.max(1);
         let rows: Vec<EvidenceRow> = on_pool!(self, p => sqlx::query_as(sql)
             .bind(filter.device_id.as_ref().map(|d| d.as_str()))
