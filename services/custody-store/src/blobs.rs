@@ -407,7 +407,8 @@ impl Blobs {
                         "upload {upload} is sealed for commit"
                     )));
                 }
-                let mut buffer = BytesMut::with_capacity(*part_size * 2);
+                // One part plus one incoming chunk: the buffer never holds more before a part is stored.
+                let mut buffer = BytesMut::with_capacity(*part_size + (1 << 20));
                 if st.tail > 0 {
                     let tail = self.read_tail(upload, st.tail).await?;
                     buffer.extend_from_slice(&tail);
