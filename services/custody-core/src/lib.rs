@@ -9,6 +9,7 @@ pub mod error;
 pub mod evidence;
 pub mod hash;
 pub mod ids;
+pub mod ledger;
 pub mod time;
 pub mod upload;
 

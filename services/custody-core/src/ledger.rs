@@ -1,0 +1,451 @@
+//! Ledger maths: the versioned, canonical encoding of one ledger entry, and RFC 6962 Merkle hashing and
+//! proofs over entries (through `tlog_tiles`, the Go sumdb tlog port that Cloudflare's CT log uses).
+//!
+//! Pure: the sequencer that stores hashes and tiles, signs checkpoints and serves proofs lives in the
+//! service crates and reads stored hashes through [`tlog_tiles::HashReader`].
+//!
+//! An entry is stored and hashed exactly as encoded here. Encoding is canonical: one event has one byte
+//! string, and [`LedgerEntry::decode`] refuses any other spelling of it, so a verifier who decodes an entry
+//! and encodes it again gets the bytes whose hash is in the tree.
+
+use crate::hash::{Sha256, Sm3};
+use crate::ids::{DeviceId, EvidenceId, StationId};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use tlog_tiles::{Hash as TreeHash, HashReader, RecordProof, TreeProof};
+
+/// The on-disk version of [`LedgerEntry`] written today.
+pub const ENTRY_VERSION: u32 = 1;
+
+/// What happened to an item of evidence. Every state change and every access is one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Ingest,
+    Link,
+    Unlink,
+    View,
+    Download,
+    Export,
+    LegalHold,
+    RetentionDelete,
+}
+
+/// One ledger entry (version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerEntry {
+    /// Encoding version; always [`ENTRY_VERSION`] for entries written by this code.
+    pub v: u32,
+    pub kind: EventKind,
+    pub evidence_id: EvidenceId,
+    pub sha256: Sha256,
+    pub sm3: Option<Sm3>,
+    pub size: u64,
+    /// The recorder that captured the evidence.
+    pub device_id: DeviceId,
+    pub station_id: Option<StationId>,
+    /// Badge number (警号) of the officer holding the recorder at capture time, when known.
+    pub officer: Option<String>,
+    /// Who caused the event: a user, a station, or `system` for workers.
+    pub actor: String,
+    /// Capture time by the recorder's own clock.
+    pub device_time: Option<Timestamp>,
+    /// When the server recorded the event.
+    pub server_time: Timestamp,
+    /// Leaf index of the previous evidence event of the same recorder: the per-recorder hash chain.
+    pub prev_device_leaf: Option<u64>,
+    /// Leaf index of the previous event of the same evidence item.
+    pub prev_evidence_leaf: Option<u64>,
+    /// Event-specific detail (case and role of a link, reason of a hold), free text.
+    pub detail: Option<String>,
+}
+
+/// Why bytes are not a valid ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("ledger entry is not valid JSON of version {ENTRY_VERSION}: {0}")]
+    Malformed(String),
+    #[error("ledger entry has version {0}; this build reads version {ENTRY_VERSION}")]
+    UnknownVersion(u32),
+    #[error("ledger entry is not in canonical form (it decodes, but encodes to other bytes)")]
+    NotCanonical,
+}
+
+impl LedgerEntry {
+    /// The canonical bytes: compact JSON, fields in declaration order, absent values as `null`.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings, integers and options cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses entry bytes, refusing unknown versions and non-canonical spellings.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
+        if version.v != ENTRY_VERSION {
+            return Err(EntryError::UnknownVersion(version.v));
+        }
+        let entry: Self =
+            serde_json::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
+        if entry.encode() != bytes {
+            return Err(EntryError::NotCanonical);
+        }
+        Ok(entry)
+    }
+
+    /// The RFC 6962 leaf hash of this entry: SHA-256(0x00 ‖ encoding).
+    pub fn leaf_hash(&self) -> TreeHash {
+        tlog_tiles::record_hash(&self.encode())
+    }
+}
+
+/// Stored hashes of a whole tree held in memory: for tests, for verifying an export package offline, and
+/// for `custody verify`, which recomputes every hash from the entries.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTree {
+    /// Every stored hash, in `tlog_tiles` stored-hash order.
+    stored: Vec<TreeHash>,
+    size: u64,
+}
+
+/// Why a tree operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("tree of size {size} has no leaf {index}")]
+    NoSuchLeaf { index: u64, size: u64 },
+    #[error("tree size {asked} is larger than the {size} leaves held")]
+    TooLarge { asked: u64, size: u64 },
+    #[error("proof does not verify")]
+    InvalidProof,
+    #[error("tree hashing failed: {0}")]
+    Tlog(String),
+}
+
+fn tlog(e: tlog_tiles::Error) -> TreeError {
+    match e {
+        tlog_tiles::Error::InvalidProof => TreeError::InvalidProof,
+        e => TreeError::Tlog(e.to_string()),
+    }
+}
+
+impl HashReader for MemoryTree {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.stored.get(i).copied())
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+impl MemoryTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one entry's bytes as the next leaf; returns its index.
+    pub fn append(&mut self, entry: &[u8]) -> Result<u64, TreeError> {
+        let index = self.size;
+        let new = tlog_tiles::stored_hashes(index, entry, self).map_err(tlog)?;
+        self.stored.extend(new);
+        self.size += 1;
+        Ok(index)
+    }
+
+    /// The root hash of the first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<TreeHash, TreeError> {
+        if size > self.size {
+            return Err(TreeError::TooLarge {
+                asked: size,
+                size: self.size,
+            });
+        }
+        tlog_tiles::tree_hash(size, self).map_err(tlog)
+    }
+
+    /// Proof that leaf `index` is in the tree of `size` leaves.
+    pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<RecordProof, TreeError> {
+        if size > self.size {
+            return Err(TreeError::TooLarge {
+                asked: size,
+                size: self.size,
+            });
+        }
+        if index >= size {
+            return Err(TreeError::NoSuchLeaf { index, size });
+        }
+        tlog_tiles::prove_record(size, index, self).map_err(tlog)
+    }
+
+    /// Proof that the tree of `old` leaves is a prefix of the tree of `new` leaves.
+    pub fn prove_consistency(&self, old: u64, new: u64) -> Result<TreeProof, TreeError> {
+        if new > self.size {
+            return Err(TreeError::TooLarge {
+                asked: new,
+                size: self.size,
+            });
+        }
+        tlog_tiles::prove_tree(new, old, self).map_err(tlog)
+    }
+}
+
+/// Checks that `leaf` is leaf `index` of the tree of `size` leaves whose root is `root`.
+pub fn verify_inclusion(
+    proof: &RecordProof,
+    size: u64,
+    root: TreeHash,
+    index: u64,
+    leaf: TreeHash,
+) -> Result<(), TreeError> {
+    tlog_tiles::check_record(proof, size, root, index, leaf).map_err(tlog)
+}
+
+/// Checks that the tree (`old`, `old_root`) is a prefix of the tree (`new`, `new_root`).
+pub fn verify_consistency(
+    proof: &TreeProof,
+    new: u64,
+    new_root: TreeHash,
+    old: u64,
+    old_root: TreeHash,
+) -> Result<(), TreeError> {
+    tlog_tiles::check_tree(proof, new, new_root, old, old_root).map_err(tlog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn h(hex_str: &str) -> TreeHash {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(hex_str, &mut b).unwrap();
+        TreeHash(b)
+    }
+
+    // The RFC 6962 test leaves and roots used by Certificate Transparency implementations.
+    const LEAVES: [&str; 8] = [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ];
+    const ROOTS: [&str; 8] = [
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    ];
+
+    fn vector_tree() -> MemoryTree {
+        let mut t = MemoryTree::new();
+        for leaf in LEAVES {
+            t.append(&hex::decode(leaf).unwrap()).unwrap();
+        }
+        t
+    }
+
+    /// RFC 6962 section 2.1 MTH, written out directly as an independent check of the library.
+    fn mth(leaves: &[Vec<u8>]) -> [u8; 32] {
+        match leaves.len() {
+            0 => sha2::Sha256::digest([]).into(),
+            1 => sha2::Sha256::digest([&[0u8][..], &leaves[0]].concat()).into(),
+            n => {
+                let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+                let (l, r) = (mth(&leaves[..k]), mth(&leaves[k..]));
+                sha2::Sha256::digest([&[1u8][..], &l, &r].concat()).into()
+            }
+        }
+    }
+
+    #[test]
+    fn tree_roots_match_the_rfc_6962_test_vectors() {
+        let t = vector_tree();
+        for (i, want) in ROOTS.iter().enumerate() {
+            assert_eq!(
+                t.root(i as u64 + 1).unwrap(),
+                h(want),
+                "root of size {}",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn tree_roots_match_the_rfc_6962_definition_for_odd_sizes() {
+        let leaves: Vec<Vec<u8>> = (0..37u32)
+            .map(|i| i.to_be_bytes().repeat(i as usize % 5))
+            .collect();
+        let mut t = MemoryTree::new();
+        for (n, l) in leaves.iter().enumerate() {
+            t.append(l).unwrap();
+            assert_eq!(
+                t.root(n as u64 + 1).unwrap().0,
+                mth(&leaves[..=n]),
+                "size {}",
+                n + 1
+            );
+        }
+    }
+
+    #[test]
+    fn the_rfc_6962_inclusion_path_of_leaf_0_in_the_tree_of_8_is_produced_and_checks() {
+        let t = vector_tree();
+        let proof = t.prove_inclusion(0, 8).unwrap();
+        let want = [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ];
+        assert_eq!(proof, want.map(h).to_vec());
+        let leaf = tlog_tiles::record_hash(&[]);
+        verify_inclusion(&proof, 8, t.root(8).unwrap(), 0, leaf).unwrap();
+    }
+
+    #[test]
+    fn every_inclusion_proof_checks_and_a_wrong_leaf_or_root_does_not() {
+        let mut t = MemoryTree::new();
+        for i in 0..33u32 {
+            t.append(&i.to_le_bytes()).unwrap();
+        }
+        for size in 1..=33 {
+            let root = t.root(size).unwrap();
+            for index in 0..size {
+                let leaf = tlog_tiles::record_hash(&(index as u32).to_le_bytes());
+                let p = t.prove_inclusion(index, size).unwrap();
+                verify_inclusion(&p, size, root, index, leaf).unwrap();
+                let other = tlog_tiles::record_hash(b"forged");
+                assert_eq!(
+                    verify_inclusion(&p, size, root, index, other),
+                    Err(TreeError::InvalidProof)
+                );
+            }
+            if size > 1 {
+                let p = t.prove_inclusion(0, size).unwrap();
+                let leaf = tlog_tiles::record_hash(&0u32.to_le_bytes());
+                let wrong_root = t.root(size - 1).unwrap();
+                assert!(verify_inclusion(&p, size, wrong_root, 0, leaf).is_err());
+            }
+        }
+        assert_eq!(
+            t.prove_inclusion(33, 33),
+            Err(TreeError::NoSuchLeaf {
+                index: 33,
+                size: 33
+            })
+        );
+        assert_eq!(
+            t.prove_inclusion(0, 34),
+            Err(TreeError::TooLarge {
+                asked: 34,
+                size: 33
+            })
+        );
+    }
+
+    #[test]
+    fn every_consistency_proof_checks_and_a_forked_tree_does_not() {
+        let mut t = MemoryTree::new();
+        let mut fork = MemoryTree::new();
+        for i in 0..20u32 {
+            t.append(&i.to_le_bytes()).unwrap();
+            fork.append(&(if i == 5 { 999 } else { i }).to_le_bytes())
+                .unwrap();
+        }
+        for new in 1..=20 {
+            for old in 1..=new {
+                let p = t.prove_consistency(old, new).unwrap();
+                verify_consistency(&p, new, t.root(new).unwrap(), old, t.root(old).unwrap())
+                    .unwrap();
+                if old > 5 && old < new {
+                    // The fork rewrote leaf 5: its old root cannot be a prefix of the real tree.
+                    let forged = fork.root(old).unwrap();
+                    assert!(
+                        verify_consistency(&p, new, t.root(new).unwrap(), old, forged).is_err()
+                    );
+                }
+            }
+        }
+    }
+
+    fn entry() -> LedgerEntry {
+        LedgerEntry {
+            v: ENTRY_VERSION,
+            kind: EventKind::Ingest,
+            evidence_id: EvidenceId::parse("0190b3f4-5c6d-7e8f-9a0b-1c2d3e4f5a6b").unwrap(),
+            sha256: Sha256::from_bytes([7; 32]),
+            sm3: None,
+            size: 1234,
+            device_id: DeviceId::parse("ZFY0001").unwrap(),
+            station_id: Some(StationId::parse("ST-01").unwrap()),
+            officer: Some("0123456".into()),
+            actor: "station:ST-01".into(),
+            device_time: Some(Timestamp::from_unix_micros(1_795_000_000_000_000)),
+            server_time: Timestamp::from_unix_micros(1_795_000_100_000_000),
+            prev_device_leaf: Some(41),
+            prev_evidence_leaf: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_round_trips_through_its_canonical_bytes() {
+        let e = entry();
+        let bytes = e.encode();
+        assert!(bytes.starts_with(
+            br#"{"v":1,"kind":"ingest","evidence_id":"0190b3f4-5c6d-7e8f-9a0b-1c2d3e4f5a6b""#
+        ));
+        assert_eq!(LedgerEntry::decode(&bytes).unwrap(), e);
+        assert_eq!(e.leaf_hash(), tlog_tiles::record_hash(&bytes));
+    }
+
+    #[test]
+    fn another_spelling_of_the_same_entry_is_refused() {
+        let bytes = entry().encode();
+        let spaced = String::from_utf8(bytes).unwrap().replacen(",", ", ", 1);
+        assert_eq!(
+            LedgerEntry::decode(spaced.as_bytes()),
+            Err(EntryError::NotCanonical)
+        );
+    }
+
+    #[test]
+    fn an_unknown_version_or_field_is_refused() {
+        let bytes = String::from_utf8(entry().encode()).unwrap();
+        let v2 = bytes.replacen("\"v\":1", "\"v\":2", 1);
+        assert_eq!(
+            LedgerEntry::decode(v2.as_bytes()),
+            Err(EntryError::UnknownVersion(2))
+        );
+        let extra = bytes.replacen("\"detail\":null", "\"detail\":null,\"x\":1", 1);
+        assert!(matches!(
+            LedgerEntry::decode(extra.as_bytes()),
+            Err(EntryError::Malformed(_))
+        ));
+        assert!(matches!(
+            LedgerEntry::decode(b"not json"),
+            Err(EntryError::Malformed(_))
+        ));
+    }
+}
