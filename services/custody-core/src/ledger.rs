@@ -225,6 +225,98 @@ pub fn verify_consistency(
     tlog_tiles::check_tree(proof, new, new_root, old, old_root).map_err(tlog)
 }
 
+/// Why a checkpoint could not be signed or verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("key: {0}")]
+    Key(String),
+    #[error("checkpoint is malformed: {0}")]
+    Malformed(String),
+    #[error("checkpoint signature does not verify: {0}")]
+    Signature(String),
+    #[error("checkpoint origin is {got:?} but the key is for {want:?}")]
+    WrongOrigin { got: String, want: String },
+}
+
+/// Makes a new Ed25519 signed-note key pair for a log named `origin`: (signing key, verifier key), in the
+/// text forms `PRIVATE+KEY+<origin>+<id>+<base64>` and `<origin>+<id>+<base64>`.
+pub use signed_note::generate_key;
+
+/// A checkpoint whose signature was checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedCheckpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root: TreeHash,
+}
+
+/// Signs a C2SP tlog-checkpoint (origin, size, base64 root) as a signed note with every given signing
+/// key. The origin must be the keys' name, so that a verifier can tell which log a checkpoint is for.
+pub fn sign_checkpoint(
+    origin: &str,
+    size: u64,
+    root: TreeHash,
+    signing_keys: &[&str],
+) -> Result<Vec<u8>, CheckpointError> {
+    let checkpoint = tlog_tiles::Checkpoint::new(origin, size, root, "").map_err(|_| {
+        CheckpointError::Malformed(format!(
+            "origin {origin:?} is not a valid checkpoint origin"
+        ))
+    })?;
+    let signers = signing_keys
+        .iter()
+        .map(|k| {
+            signed_note::StandardSigner::new(k).map_err(|e| CheckpointError::Key(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(s) = signers
+        .iter()
+        .find(|s| signed_note::Signer::name(*s) != origin)
+    {
+        return Err(CheckpointError::WrongOrigin {
+            got: origin.to_string(),
+            want: signed_note::Signer::name(s).to_string(),
+        });
+    }
+    let mut note = signed_note::Note::new(&checkpoint.to_bytes(), &[])
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    let refs: Vec<&dyn signed_note::Signer> = signers
+        .iter()
+        .map(|s| s as &dyn signed_note::Signer)
+        .collect();
+    note.add_sigs(&refs)
+        .map_err(|e| CheckpointError::Key(e.to_string()))?;
+    Ok(note.to_bytes())
+}
+
+/// Checks a signed checkpoint against a verifier key and returns what it commits to. Fails when the
+/// signature is missing, made with another key, or does not match the text.
+pub fn verify_checkpoint(
+    signed: &[u8],
+    verifier_key: &str,
+) -> Result<VerifiedCheckpoint, CheckpointError> {
+    let verifier = signed_note::StandardVerifier::new(verifier_key)
+        .map_err(|e| CheckpointError::Key(e.to_string()))?;
+    let name = signed_note::Verifier::name(&verifier).to_string();
+    let note = signed_note::Note::from_bytes(signed)
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    note.verify(&signed_note::VerifierList::new(vec![Box::new(verifier)]))
+        .map_err(|e| CheckpointError::Signature(e.to_string()))?;
+    let cp = tlog_tiles::Checkpoint::from_bytes(note.text())
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    if cp.origin() != name {
+        return Err(CheckpointError::WrongOrigin {
+            got: cp.origin().to_string(),
+            want: name,
+        });
+    }
+    Ok(VerifiedCheckpoint {
+        origin: cp.origin().to_string(),
+        size: cp.size(),
+        root: *cp.hash(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,5 +539,61 @@ mod tests {
             LedgerEntry::decode(b"not json"),
             Err(EntryError::Malformed(_))
         ));
+    }
+    fn keys(name: &str) -> (String, String) {
+        generate_key(&mut rand_core_06::OsRng, name)
+    }
+
+    #[test]
+    fn a_signed_checkpoint_verifies_and_states_size_and_root() {
+        let (skey, vkey) = keys("custody.example/ledger");
+        let t = vector_tree();
+        let note =
+            sign_checkpoint("custody.example/ledger", 8, t.root(8).unwrap(), &[&skey]).unwrap();
+        let text = String::from_utf8(note.clone()).unwrap();
+        assert!(
+            text.starts_with(
+                "custody.example/ledger\n8\nXcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=\n\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\u{2014} custody.example/ledger "), "{text}");
+        let v = verify_checkpoint(&note, &vkey).unwrap();
+        assert_eq!(
+            (v.origin.as_str(), v.size, v.root),
+            ("custody.example/ledger", 8, t.root(8).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_signed_with_another_key_or_altered_is_refused() {
+        let (_, vkey) = keys("custody.example/ledger");
+        let (other_skey, other_vkey) = keys("custody.example/ledger");
+        let root = vector_tree().root(8).unwrap();
+        let note = sign_checkpoint("custody.example/ledger", 8, root, &[&other_skey]).unwrap();
+        assert!(matches!(
+            verify_checkpoint(&note, &vkey),
+            Err(CheckpointError::Signature(_))
+        ));
+        let altered = String::from_utf8(note)
+            .unwrap()
+            .replacen("\n8\n", "\n9\n", 1);
+        assert!(matches!(
+            verify_checkpoint(altered.as_bytes(), &other_vkey),
+            Err(CheckpointError::Signature(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_for_another_log_cannot_sign_this_logs_checkpoints() {
+        let (skey, _) = keys("other.example/log");
+        let e = sign_checkpoint(
+            "custody.example/ledger",
+            1,
+            vector_tree().root(1).unwrap(),
+            &[&skey],
+        )
+        .unwrap_err();
+        assert!(matches!(e, CheckpointError::WrongOrigin { .. }), "{e}");
     }
 }

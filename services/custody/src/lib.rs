@@ -3,6 +3,7 @@
 //!
 //! This is the only crate that picks concrete backends and the only one that may use `anyhow`.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod client;

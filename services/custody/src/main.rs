@@ -35,6 +35,24 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Operator commands: keys and registries.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create the Ed25519 key pair that signs ledger checkpoints: DIR/ledger.key (owner-only) and
+    /// DIR/ledger.pub (give it to stations, witnesses and courts). Never replaces an existing key.
+    Keygen {
+        /// Name of the log, used as checkpoint origin and key name (no spaces or '+'),
+        /// e.g. custody.example.gov.cn/ledger
+        #[arg(long)]
+        origin: String,
+        /// Directory for the key files
+        #[arg(long, default_value = "./custody-data/keys")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,8 +161,18 @@ mod opt_duration {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain: operators read this, not a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -159,6 +187,13 @@ fn main() -> anyhow::Result<()> {
                 let app = custody::build(config).await?;
                 app.run(custody::shutdown_signal()).await
             })
+        }
+        Command::Admin(AdminCommand::Keygen { origin, out }) => {
+            let (skey, vkey) = custody::admin::keygen(&origin, &out)?;
+            println!("signing key:  {} (keep secret; back it up)", skey.display());
+            println!("verifier key: {}", vkey.display());
+            println!("{}", std::fs::read_to_string(&vkey)?.trim());
+            Ok(())
         }
         Command::Bench(BenchCommand::Upload(args)) => {
             custody::init_logging("warn", false);
