@@ -11,7 +11,7 @@ pub enum IngestError {
     UnknownUpload(UploadId),
     #[error("evidence {0} does not exist")]
     UnknownEvidence(EvidenceId),
-    #[error("upload {id} is {state}{}; begin a new upload", failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    #[error("upload {id} is {state}{}; {}", failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default(), advice(*state))]
     NotOpen {
         id: UploadId,
         state: UploadState,
@@ -63,5 +63,13 @@ impl HasErrorCode for IngestError {
             Self::Store(e) => e.code(),
             Self::Internal(_) => ErrorCode::Internal,
         }
+    }
+}
+
+/// What a client should do with an upload that no longer takes bytes.
+fn advice(state: UploadState) -> &'static str {
+    match state {
+        UploadState::Committing | UploadState::Committed => "call Commit for its receipt",
+        UploadState::Open | UploadState::Failed | UploadState::Expired => "begin a new upload",
     }
 }

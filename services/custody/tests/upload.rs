@@ -118,6 +118,18 @@ async fn beginning_the_same_file_again_resumes_the_open_upload_where_it_stopped(
         up.query(&s.upload_id).await.unwrap().state(),
         pb::UploadState::Committed
     );
+    // A committed upload takes no more bytes, and says how to get the receipt.
+    let err = up
+        .write(&s.upload_id, &source(&data), 0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("is committed; call Commit for its receipt"),
+        "{}",
+        err.message()
+    );
     app.shutdown().await;
 }
 
