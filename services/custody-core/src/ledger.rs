@@ -225,6 +225,87 @@ pub fn verify_consistency(
     tlog_tiles::check_tree(proof, new, new_root, old, old_root).map_err(tlog)
 }
 
+/// Tile height of the log: 2^8 = 256 hashes a tile, as C2SP tlog-tiles requires.
+pub const TILE_HEIGHT: u8 = 8;
+
+pub use tlog_tiles::Tile;
+
+/// The tiles to (re)write when the tree grows from `old` to `new` leaves, partial tiles included.
+pub fn tiles_for_growth(old: u64, new: u64) -> Vec<Tile> {
+    Tile::new_tiles(TILE_HEIGHT, old, new)
+}
+
+/// The C2SP path of a tile: `tile/<L>/<N>[.p/<W>]`, or `tile/entries/<N>[.p/<W>]` for an entry bundle
+/// (`tlog_tiles` writes the Go sumdb form, which carries the height: `tile/8/L/...`).
+pub fn tile_path(tile: &Tile) -> String {
+    let sumdb = tile.path();
+    let rest = sumdb.strip_prefix("tile/8/").unwrap_or(&sumdb);
+    match rest.strip_prefix("data/") {
+        Some(n) => format!("tile/entries/{n}"),
+        None => format!("tile/{rest}"),
+    }
+}
+
+/// Parses a C2SP tile path as served over HTTP. Refuses anything else, so that a request path can never
+/// name an object outside the ledger's tiles.
+pub fn parse_tile_path(path: &str) -> Result<Tile, String> {
+    let bad = || {
+        format!(
+            "tile path: expected tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>], got {path:?}"
+        )
+    };
+    let rest = path.strip_prefix("tile/").ok_or_else(bad)?;
+    let sumdb = match rest.strip_prefix("entries/") {
+        Some(n) => format!("tile/8/data/{n}"),
+        None => format!("tile/8/{rest}"),
+    };
+    let tile = Tile::from_path(&sumdb).map_err(|_| bad())?;
+    if tile_path(&tile) != path {
+        return Err(bad());
+    }
+    Ok(tile)
+}
+
+/// Why bytes are not an entry bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("entry {index} is {len} bytes; an entry bundle holds entries of at most 65535 bytes")]
+    EntryTooLong { index: usize, len: usize },
+    #[error("entry bundle is truncated at byte {at}")]
+    Truncated { at: usize },
+}
+
+/// Encodes entries as a C2SP entry bundle: each as a big-endian u16 length followed by its bytes.
+pub fn encode_entry_bundle<E: AsRef<[u8]>>(entries: &[E]) -> Result<Vec<u8>, BundleError> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.as_ref().len() + 2).sum());
+    for (index, e) in entries.iter().enumerate() {
+        let e = e.as_ref();
+        let len = u16::try_from(e.len()).map_err(|_| BundleError::EntryTooLong {
+            index,
+            len: e.len(),
+        })?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(e);
+    }
+    Ok(out)
+}
+
+/// Splits a C2SP entry bundle into its entries.
+pub fn decode_entry_bundle(bytes: &[u8]) -> Result<Vec<&[u8]>, BundleError> {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len_bytes = bytes.get(at..at + 2).ok_or(BundleError::Truncated { at })?;
+        let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
+        let entry = bytes
+            .get(at + 2..at + 2 + len)
+            .ok_or(BundleError::Truncated { at })?;
+        entries.push(entry);
+        at += 2 + len;
+    }
+    Ok(entries)
+}
+
 /// Why a checkpoint could not be signed or verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
@@ -595,5 +676,72 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, CheckpointError::WrongOrigin { .. }), "{e}");
+    }
+    #[test]
+    fn tile_paths_follow_c2sp_and_parse_back() {
+        for (tile, want) in [
+            (Tile::new(8, 0, 0, 256, false), "tile/0/000"),
+            (Tile::new(8, 0, 0, 5, false), "tile/0/000.p/5"),
+            (Tile::new(8, 1, 1234, 256, false), "tile/1/x001/234"),
+            (Tile::new(8, 0, 7, 3, true), "tile/entries/007.p/3"),
+        ] {
+            assert_eq!(tile_path(&tile), want);
+            assert_eq!(tile_path(&parse_tile_path(want).unwrap()), want);
+        }
+        for bad in [
+            "tile/8/0/000",
+            "tile/0/../x",
+            "ledger.key",
+            "tile/entries/",
+            "tile/0/0",
+        ] {
+            assert!(parse_tile_path(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn the_level_0_tile_holds_the_leaf_hashes_in_order() {
+        let t = vector_tree();
+        let tiles = tiles_for_growth(0, 8);
+        let level0 = tiles
+            .iter()
+            .find(|x| x.level() == 0 && !x.is_data())
+            .unwrap();
+        assert_eq!(tile_path(level0), "tile/0/000.p/8");
+        let data = level0.read_data(&t).unwrap();
+        let want: Vec<u8> = LEAVES
+            .iter()
+            .flat_map(|l| tlog_tiles::record_hash(&hex::decode(l).unwrap()).0)
+            .collect();
+        assert_eq!(data, want);
+    }
+
+    #[test]
+    fn entry_bundles_round_trip_and_refuse_truncation_and_oversized_entries() {
+        let entries = [b"".to_vec(), b"a".to_vec(), vec![7u8; 300]];
+        let bundle = encode_entry_bundle(&entries).unwrap();
+        assert_eq!(&bundle[..5], &[0, 0, 0, 1, b'a']);
+        let back: Vec<Vec<u8>> = decode_entry_bundle(&bundle)
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(back, entries);
+        assert_eq!(
+            decode_entry_bundle(&bundle[..bundle.len() - 1]),
+            Err(BundleError::Truncated { at: 5 })
+        );
+        assert_eq!(
+            decode_entry_bundle(&[0]),
+            Err(BundleError::Truncated { at: 0 })
+        );
+        let big = vec![0u8; 70_000];
+        assert_eq!(
+            encode_entry_bundle(&[big]),
+            Err(BundleError::EntryTooLong {
+                index: 0,
+                len: 70_000
+            })
+        );
     }
 }
