@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use custody_core::{
     DeviceId, ErrorCode, Evidence, EvidenceFilter, EvidenceId, StationId, Timestamp,
 };
-use custody_store::PageCursor;
+use custody_ingest::PageCursor;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,8 @@
 mod error;
 mod metrics;
 
+/// Paging types of evidence listings, re-exported so that transports need not depend on the store.
+pub use custody_store::{EvidencePage, PageCursor};
 pub use error::IngestError;
 pub use metrics::IngestMetrics;
 
@@ -20,9 +22,7 @@ use custody_core::{
     Digests, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, Timestamp, Upload,
     UploadDeclaration, UploadId, UploadState, check_write, content_path,
 };
-use custody_store::{
-    Blobs, Checkpoint, EvidencePage, Metadata, PageCursor, StagedWriter, StoreError,
-};
+use custody_store::{Blobs, Checkpoint, Metadata, StagedWriter, StoreError};
 use futures::stream::BoxStream;
 use std::collections::HashSet;
 use std::ops::Range;
