@@ -619,7 +619,8 @@ fn join_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Corrupt(format!("blocking storage task failed: {e}"))
 }
 
-fn hash_file(path: &Path, with_sm3: bool) -> Result<Digests, StoreError> {
+/// Hashes a file on disk with one reusable buffer. Blocking: call it from a blocking thread.
+pub fn hash_file(path: &Path, with_sm3: bool) -> Result<Digests, StoreError> {
     let ctx = || format!("hashing {}", path.display());
     let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => StoreError::NotFound(format!("file {}", path.display())),

@@ -12,6 +12,6 @@ mod meta;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use blobs::{BlobConfig, Blobs, Checkpoint, StagedWriter};
+pub use blobs::{BlobConfig, Blobs, Checkpoint, StagedWriter, hash_file};
 pub use error::StoreError;
 pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};

@@ -170,19 +170,10 @@ impl Uploader {
 }
 
 /// SHA-256 and SM3 of a file, hex, computed on the calling (blocking) thread.
-pub fn hash_file(path: &std::path::Path) -> std::io::Result<(String, String, u64)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = custody_core::ContentHasher::new(true);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let d = h.finish();
+pub fn hash_file(
+    path: &std::path::Path,
+) -> Result<(String, String, u64), custody_store::StoreError> {
+    let d = custody_store::hash_file(path, true)?;
     Ok((
         d.sha256.to_hex(),
         d.sm3.map(|s| s.to_hex()).unwrap_or_default(),
