@@ -16,6 +16,15 @@ pub enum Actor {
     Anonymous,
 }
 
+impl Actor {
+    /// How the actor is named in ledger events.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Anonymous => "anonymous".to_string(),
+        }
+    }
+}
+
 pub(crate) async fn authenticate(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(Actor::Anonymous);
     next.run(req).await

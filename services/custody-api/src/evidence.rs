@@ -78,7 +78,7 @@ pub(crate) struct ListJson {
     next_cursor: Option<String>,
 }
 
-fn parse_id(s: &str) -> Result<EvidenceId, ApiError> {
+pub(crate) fn parse_id(s: &str) -> Result<EvidenceId, ApiError> {
     EvidenceId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -129,10 +129,10 @@ pub(crate) async fn list(
 
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
-    Extension(_actor): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<EvidenceJson>, ApiError> {
-    let e = s.ingest.evidence(parse_id(&id)?).await?;
+    let e = s.ingest.view(parse_id(&id)?, &actor.label()).await?;
     Ok(Json(e.into()))
 }
 
@@ -185,7 +185,7 @@ fn requested_range(
 
 pub(crate) async fn content(
     State(s): State<ApiState>,
-    Extension(_actor): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -210,6 +210,10 @@ pub(crate) async fn content(
         "attachment; filename*=UTF-8''{}",
         percent_encode(evidence.file_name.as_str())
     );
+    // The download is in the ledger before the first byte leaves.
+    s.ingest
+        .record_download(evidence.id, &actor.label())
+        .await?;
     let content = s.ingest.content(evidence, range).await?;
     let served = content.range.clone();
     let body = Body::from_stream(content.stream.map(|r| r.map_err(std::io::Error::other)));

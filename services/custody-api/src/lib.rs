@@ -7,6 +7,7 @@
 mod auth;
 mod error;
 mod evidence;
+mod ledger;
 
 pub use auth::Actor;
 pub use error::ApiError;
@@ -36,8 +37,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/evidence", get(evidence::list))
         .route("/evidence/{id}", get(evidence::get_one))
         .route("/evidence/{id}/content", get(evidence::content))
-        .layer(axum::middleware::from_fn(auth::authenticate));
+        .route("/evidence/{id}/history", get(ledger::history))
+        .route("/evidence/{id}/receipt", get(ledger::receipt))
+        .layer(axum::middleware::from_fn(auth::authenticate))
+        // The public ledger: proofs for outside verifiers need no credentials.
+        .route("/ledger/proof/inclusion", get(ledger::inclusion))
+        .route("/ledger/proof/consistency", get(ledger::consistency));
     Router::new()
+        .route("/ledger/checkpoint", get(ledger::checkpoint))
+        .route("/ledger/tile/{*rest}", get(ledger::tile))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -13,7 +13,10 @@ use crate::ids::{DeviceId, EvidenceId, StationId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-pub use tlog_tiles::{Hash as TreeHash, HashReader, RecordProof, TreeProof};
+pub use tlog_tiles::{
+    Error as TlogError, Hash as TreeHash, HashReader, RecordProof, TreeProof, prove_record,
+    prove_tree, tree_hash,
+};
 
 /// The on-disk version of [`LedgerEntry`] written today.
 pub const ENTRY_VERSION: u32 = 1;
@@ -30,6 +33,46 @@ pub enum EventKind {
     Export,
     LegalHold,
     RetentionDelete,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        Self::Ingest,
+        Self::Link,
+        Self::Unlink,
+        Self::View,
+        Self::Download,
+        Self::Export,
+        Self::LegalHold,
+        Self::RetentionDelete,
+    ];
+
+    /// The name used in entries, in the database and in APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Link => "link",
+            Self::Unlink => "unlink",
+            Self::View => "view",
+            Self::Download => "download",
+            Self::Export => "export",
+            Self::LegalHold => "legal_hold",
+            Self::RetentionDelete => "retention_delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("ledger event kind {s:?} is not one of ingest, link, unlink, view, download, export, legal_hold, retention_delete"))
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One ledger entry (version 1).
@@ -331,8 +374,38 @@ pub struct VerifiedCheckpoint {
     pub root: TreeHash,
 }
 
+/// A signer for a signing key in signed-note text form (`PRIVATE+KEY+<name>+<id>+<key>`): Ed25519, or SM2
+/// (see [`crate::sm2note`]).
+pub fn signer_from_text(
+    skey: &str,
+) -> Result<Box<dyn signed_note::Signer + Send + Sync>, CheckpointError> {
+    if crate::sm2note::is_sm2_key(skey) {
+        return crate::sm2note::Sm2Signer::new(skey)
+            .map(|s| Box::new(s) as _)
+            .map_err(|e| CheckpointError::Key(e.to_string()));
+    }
+    signed_note::StandardSigner::new(skey)
+        .map(|s| Box::new(s) as _)
+        .map_err(|e| CheckpointError::Key(e.to_string()))
+}
+
+/// A verifier for a verifier key in signed-note text form (`<name>+<id>+<key>`): Ed25519 or SM2.
+pub fn verifier_from_text(
+    vkey: &str,
+) -> Result<Box<dyn signed_note::Verifier + Send + Sync>, CheckpointError> {
+    if crate::sm2note::is_sm2_key(vkey) {
+        return crate::sm2note::Sm2Verifier::new(vkey)
+            .map(|v| Box::new(v) as _)
+            .map_err(|e| CheckpointError::Key(e.to_string()));
+    }
+    signed_note::StandardVerifier::new(vkey)
+        .map(|v| Box::new(v) as _)
+        .map_err(|e| CheckpointError::Key(e.to_string()))
+}
+
 /// Signs a C2SP tlog-checkpoint (origin, size, base64 root) as a signed note with every given signing
-/// key. The origin must be the keys' name, so that a verifier can tell which log a checkpoint is for.
+/// key (Ed25519, plus SM2 where configured). The origin must be the keys' name, so that a verifier can
+/// tell which log a checkpoint is for.
 pub fn sign_checkpoint(
     origin: &str,
     size: u64,
@@ -344,45 +417,66 @@ pub fn sign_checkpoint(
             "origin {origin:?} is not a valid checkpoint origin"
         ))
     })?;
+    if signing_keys.is_empty() {
+        return Err(CheckpointError::Key("no signing key given".into()));
+    }
     let signers = signing_keys
         .iter()
-        .map(|k| {
-            signed_note::StandardSigner::new(k).map_err(|e| CheckpointError::Key(e.to_string()))
-        })
+        .map(|k| signer_from_text(k))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(s) = signers
-        .iter()
-        .find(|s| signed_note::Signer::name(*s) != origin)
-    {
+    if let Some(s) = signers.iter().find(|s| s.name() != origin) {
         return Err(CheckpointError::WrongOrigin {
             got: origin.to_string(),
-            want: signed_note::Signer::name(s).to_string(),
+            want: s.name().to_string(),
         });
     }
     let mut note = signed_note::Note::new(&checkpoint.to_bytes(), &[])
         .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
     let refs: Vec<&dyn signed_note::Signer> = signers
         .iter()
-        .map(|s| s as &dyn signed_note::Signer)
+        .map(|s| s.as_ref() as &dyn signed_note::Signer)
         .collect();
     note.add_sigs(&refs)
         .map_err(|e| CheckpointError::Key(e.to_string()))?;
     Ok(note.to_bytes())
 }
 
-/// Checks a signed checkpoint against a verifier key and returns what it commits to. Fails when the
-/// signature is missing, made with another key, or does not match the text.
+/// Checks a signed checkpoint against verifier keys and returns what it commits to. Every given key must
+/// have signed it (so a deployment that pins both its Ed25519 and its SM2 key requires both). Fails when
+/// a signature is missing, made with another key, or does not match the text.
 pub fn verify_checkpoint(
     signed: &[u8],
-    verifier_key: &str,
+    verifier_keys: &[&str],
 ) -> Result<VerifiedCheckpoint, CheckpointError> {
-    let verifier = signed_note::StandardVerifier::new(verifier_key)
-        .map_err(|e| CheckpointError::Key(e.to_string()))?;
-    let name = signed_note::Verifier::name(&verifier).to_string();
+    let verifiers = verifier_keys
+        .iter()
+        .map(|k| verifier_from_text(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(name) = verifiers.first().map(|v| v.name().to_string()) else {
+        return Err(CheckpointError::Key("no verifier key given".into()));
+    };
+    let wanted: Vec<(String, u32)> = verifiers
+        .iter()
+        .map(|v| (v.name().to_string(), v.key_id()))
+        .collect();
     let note = signed_note::Note::from_bytes(signed)
         .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-    note.verify(&signed_note::VerifierList::new(vec![Box::new(verifier)]))
+    let list = signed_note::VerifierList::new(
+        verifiers
+            .into_iter()
+            .map(|v| v as Box<dyn signed_note::Verifier>)
+            .collect(),
+    );
+    let (verified, _) = note
+        .verify(&list)
         .map_err(|e| CheckpointError::Signature(e.to_string()))?;
+    for (n, id) in &wanted {
+        if !verified.iter().any(|s| s.name() == n && s.id() == *id) {
+            return Err(CheckpointError::Signature(format!(
+                "no signature by key {n}+{id:08x}"
+            )));
+        }
+    }
     let cp = tlog_tiles::Checkpoint::from_bytes(note.text())
         .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
     if cp.origin() != name {
@@ -396,6 +490,230 @@ pub fn verify_checkpoint(
         size: cp.size(),
         root: *cp.hash(),
     })
+}
+
+/// The stored-hash indexes of the rightmost complete node at every level of a tree of `size` leaves. These
+/// are all an append or a root computation reads from the existing tree, so a sequencer that keeps them
+/// (plus what it appends) never has to read older hashes.
+pub fn frontier_indexes(size: u64) -> Vec<u64> {
+    (0..64u8)
+        .take_while(|&l| size >> l >= 1)
+        .map(|l| tlog_tiles::stored_hash_index(l, (size >> l) - 1))
+        .collect()
+}
+
+/// Stored hashes appended to a tree held only at its edge: the frontier of the tree before the batch plus
+/// everything the batch adds. Enough to append, to compute the new root, and to produce the batch's tiles'
+/// level-0 hashes; anything else is an error.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeTree {
+    size: u64,
+    hashes: std::collections::HashMap<u64, TreeHash>,
+}
+
+impl HashReader for EdgeTree {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|i| {
+                self.hashes
+                    .get(i)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+impl EdgeTree {
+    /// A tree of `size` leaves known by the hashes at [`frontier_indexes`]`(size)`, in that order.
+    pub fn from_frontier(size: u64, frontier: &[TreeHash]) -> Result<Self, TreeError> {
+        let indexes = frontier_indexes(size);
+        if indexes.len() != frontier.len() {
+            return Err(TreeError::Tlog(format!(
+                "a tree of {size} leaves has {} frontier hashes, got {}",
+                indexes.len(),
+                frontier.len()
+            )));
+        }
+        Ok(Self {
+            size,
+            hashes: indexes.into_iter().zip(frontier.iter().copied()).collect(),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one entry as the next leaf; returns its index and the stored hashes it added, as
+    /// (stored-hash index, hash) pairs.
+    pub fn append(&mut self, entry: &[u8]) -> Result<(u64, Vec<(u64, TreeHash)>), TreeError> {
+        let index = self.size;
+        let first = tlog_tiles::stored_hash_index(0, index);
+        let new = tlog_tiles::stored_hashes(index, entry, self).map_err(tlog)?;
+        let added: Vec<(u64, TreeHash)> = (first..).zip(new).collect();
+        self.hashes.extend(added.iter().copied());
+        self.size += 1;
+        Ok((index, added))
+    }
+
+    /// The root hash of the whole tree.
+    pub fn root(&self) -> Result<TreeHash, TreeError> {
+        tlog_tiles::tree_hash(self.size, self).map_err(tlog)
+    }
+
+    /// Forgets every hash an append or a root computation will no longer read.
+    pub fn prune(&mut self) {
+        let keep: std::collections::HashSet<u64> =
+            frontier_indexes(self.size).into_iter().collect();
+        self.hashes.retain(|i, _| keep.contains(i));
+    }
+
+    /// The frontier hashes, in [`frontier_indexes`] order.
+    pub fn frontier(&self) -> Result<Vec<TreeHash>, TreeError> {
+        self.read_hashes(&frontier_indexes(self.size)).map_err(tlog)
+    }
+}
+
+/// Finds which stored hashes a tree computation reads, so that a caller whose hashes live in a database
+/// can fetch exactly those (in one query) and then run the computation over a [`HashMapReader`]. Tree
+/// computations in `tlog_tiles` read hashes without branching on their values, so running one over
+/// placeholder hashes asks for the same indexes as the real run.
+pub fn hashes_read_by<T>(
+    f: impl FnOnce(&IndexRecorder) -> Result<T, tlog_tiles::Error>,
+) -> Result<Vec<u64>, TreeError> {
+    let recorder = IndexRecorder::default();
+    f(&recorder).map_err(tlog)?;
+    let mut wanted = recorder.wanted.into_inner();
+    wanted.sort_unstable();
+    wanted.dedup();
+    Ok(wanted)
+}
+
+/// The recording [`HashReader`] of [`hashes_read_by`]: answers every read with zero hashes.
+#[derive(Debug, Default)]
+pub struct IndexRecorder {
+    wanted: std::cell::RefCell<Vec<u64>>,
+}
+
+impl HashReader for IndexRecorder {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+        self.wanted.borrow_mut().extend_from_slice(indexes);
+        Ok(vec![TreeHash::default(); indexes.len()])
+    }
+}
+
+/// Stored hashes fetched by index, as a [`HashReader`].
+#[derive(Debug, Clone, Default)]
+pub struct HashMapReader(pub std::collections::HashMap<u64, TreeHash>);
+
+impl HashReader for HashMapReader {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|i| {
+                self.0
+                    .get(i)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+/// Format tag of a [`LedgerProof`] as written today.
+pub const PROOF_FORMAT: &str = "custody-ledger-proof/v1";
+
+/// Proof that one entry is in the log, checkable offline with nothing but the log's public key(s): the
+/// receipt a station keeps before it frees a file, and what an export package carries for each event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerProof {
+    /// Always [`PROOF_FORMAT`].
+    pub format: String,
+    /// The entry exactly as hashed into the log (canonical JSON, see [`LedgerEntry::encode`]).
+    pub entry: String,
+    pub leaf_index: u64,
+    /// RFC 6962 inclusion proof (audit path) of the leaf in the tree the checkpoint signs, hex hashes.
+    pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint (C2SP tlog-checkpoint as a signed note) the proof leads to.
+    pub checkpoint: String,
+}
+
+/// A proof that checked out, with what it proves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedProof {
+    pub entry: LedgerEntry,
+    pub leaf_index: u64,
+    pub checkpoint: VerifiedCheckpoint,
+}
+
+/// Why a [`LedgerProof`] does not prove its entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("proof format is {0:?}; this build reads {PROOF_FORMAT:?}")]
+    Format(String),
+    #[error("the entry: {0}")]
+    Entry(#[from] EntryError),
+    #[error("the checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("inclusion proof hash #{0} is not 64 hex digits")]
+    BadHash(usize),
+    #[error("leaf {index} cannot be in the tree of {size} leaves that the checkpoint signs")]
+    OutOfRange { index: u64, size: u64 },
+    #[error(
+        "the entry is not leaf {index} of the tree of {size} leaves that the checkpoint signs: \
+         the inclusion proof does not lead to its root"
+    )]
+    NotIncluded { index: u64, size: u64 },
+}
+
+impl LedgerProof {
+    pub fn new(entry: &[u8], leaf_index: u64, proof: &RecordProof, checkpoint: &[u8]) -> Self {
+        Self {
+            format: PROOF_FORMAT.to_string(),
+            entry: String::from_utf8_lossy(entry).into_owned(),
+            leaf_index,
+            inclusion_proof: proof.iter().map(|h| hex::encode(h.0)).collect(),
+            checkpoint: String::from_utf8_lossy(checkpoint).into_owned(),
+        }
+    }
+
+    /// The inclusion proof's hashes.
+    pub fn proof_hashes(&self) -> Result<Vec<TreeHash>, ProofError> {
+        self.inclusion_proof
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut b = [0u8; 32];
+                hex::decode_to_slice(h, &mut b).map_err(|_| ProofError::BadHash(i))?;
+                Ok(TreeHash(b))
+            })
+            .collect()
+    }
+
+    /// Checks the checkpoint's signatures (every given key must have signed it), the entry's encoding, and
+    /// that the entry is the stated leaf of the signed tree.
+    pub fn verify(&self, verifier_keys: &[&str]) -> Result<VerifiedProof, ProofError> {
+        if self.format != PROOF_FORMAT {
+            return Err(ProofError::Format(self.format.clone()));
+        }
+        let checkpoint = verify_checkpoint(self.checkpoint.as_bytes(), verifier_keys)?;
+        let entry = LedgerEntry::decode(self.entry.as_bytes())?;
+        let proof = self.proof_hashes()?;
+        let (index, size) = (self.leaf_index, checkpoint.size);
+        if index >= size {
+            return Err(ProofError::OutOfRange { index, size });
+        }
+        verify_inclusion(&proof, size, checkpoint.root, index, entry.leaf_hash())
+            .map_err(|_| ProofError::NotIncluded { index, size })?;
+        Ok(VerifiedProof {
+            entry,
+            leaf_index: index,
+            checkpoint,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -639,7 +957,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\u{2014} custody.example/ledger "), "{text}");
-        let v = verify_checkpoint(&note, &vkey).unwrap();
+        let v = verify_checkpoint(&note, &[&vkey]).unwrap();
         assert_eq!(
             (v.origin.as_str(), v.size, v.root),
             ("custody.example/ledger", 8, t.root(8).unwrap())
@@ -653,14 +971,14 @@ mod tests {
         let root = vector_tree().root(8).unwrap();
         let note = sign_checkpoint("custody.example/ledger", 8, root, &[&other_skey]).unwrap();
         assert!(matches!(
-            verify_checkpoint(&note, &vkey),
+            verify_checkpoint(&note, &[&vkey]),
             Err(CheckpointError::Signature(_))
         ));
         let altered = String::from_utf8(note)
             .unwrap()
             .replacen("\n8\n", "\n9\n", 1);
         assert!(matches!(
-            verify_checkpoint(altered.as_bytes(), &other_vkey),
+            verify_checkpoint(altered.as_bytes(), &[&other_vkey]),
             Err(CheckpointError::Signature(_))
         ));
     }

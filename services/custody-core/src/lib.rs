@@ -10,6 +10,7 @@ pub mod evidence;
 pub mod hash;
 pub mod ids;
 pub mod ledger;
+pub mod sm2note;
 pub mod time;
 pub mod upload;
 

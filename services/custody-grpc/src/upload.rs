@@ -93,6 +93,22 @@ pub(crate) fn receipt(r: &Receipt) -> pb::Receipt {
         size: i64::try_from(e.size).unwrap_or(i64::MAX),
         ingested_at: Some(timestamp(e.ingested_at)),
         duplicate: r.duplicate,
+        ledger: Some(ledger_proof(&r.ledger)),
+    }
+}
+
+/// A ledger proof on the wire: the audit path as raw 32-byte hashes.
+pub(crate) fn ledger_proof(p: &custody_core::ledger::LedgerProof) -> pb::LedgerProof {
+    pb::LedgerProof {
+        entry: p.entry.clone(),
+        leaf_index: p.leaf_index,
+        inclusion_proof: p
+            .proof_hashes()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.0.to_vec().into())
+            .collect(),
+        checkpoint: p.checkpoint.clone(),
     }
 }
 

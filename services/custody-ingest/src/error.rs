@@ -41,6 +41,14 @@ pub enum IngestError {
         declared: String,
         computed: String,
     },
+    #[error(
+        "evidence {evidence} is committed, but the ledger has not yet signed a checkpoint covering it \
+         after {waited:?}; retry Commit for the receipt"
+    )]
+    LedgerBehind {
+        evidence: EvidenceId,
+        waited: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -60,6 +68,7 @@ impl HasErrorCode for IngestError {
             },
             Self::Busy(_) => ErrorCode::Aborted,
             Self::Integrity { .. } => ErrorCode::IntegrityMismatch,
+            Self::LedgerBehind { .. } => ErrorCode::Unavailable,
             Self::Store(e) => e.code(),
             Self::Internal(_) => ErrorCode::Internal,
         }

@@ -10,11 +10,13 @@
 //! It must never import transport crates (axum, tonic) or SQL: storage goes through `custody-store`.
 
 mod error;
+pub mod ledger;
 mod metrics;
 
 /// Paging types of evidence listings, re-exported so that transports need not depend on the store.
 pub use custody_store::{EvidencePage, PageCursor};
 pub use error::IngestError;
+pub use ledger::{HistoryItem, Ledger, LedgerConfig, LedgerKeys};
 pub use metrics::IngestMetrics;
 
 use bytes::Bytes;
@@ -60,15 +62,17 @@ pub enum BeginOutcome {
         size: u64,
     },
     /// The same bytes are already evidence: nothing to send.
-    Existing(Receipt),
+    Existing(Box<Receipt>),
 }
 
-/// What a station gets back for a committed file.
+/// What a station gets back for a committed file: the evidence, and the proof that its ingest is in the
+/// ledger under a signed checkpoint.
 #[derive(Debug, Clone)]
 pub struct Receipt {
     pub evidence: Evidence,
     /// The bytes were already evidence before this upload.
     pub duplicate: bool,
+    pub ledger: custody_core::ledger::LedgerProof,
 }
 
 /// Evidence bytes being served.
@@ -98,6 +102,7 @@ pub struct Ingest {
 struct Inner {
     meta: Metadata,
     blobs: Blobs,
+    ledger: Ledger,
     config: IngestConfig,
     metrics: IngestMetrics,
     /// Uploads being written or committed in this process. A second writer of the same upload is refused
@@ -130,16 +135,27 @@ fn now() -> Timestamp {
 }
 
 impl Ingest {
-    pub fn new(meta: Metadata, blobs: Blobs, config: IngestConfig, metrics: IngestMetrics) -> Self {
+    pub fn new(
+        meta: Metadata,
+        blobs: Blobs,
+        ledger: Ledger,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 meta,
                 blobs,
+                ledger,
                 config,
                 metrics,
                 busy: Mutex::new(HashSet::new()),
             }),
         }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -201,10 +217,12 @@ impl Ingest {
             self.inner.metrics.duplicates.inc();
             tracing::info!(evidence = %existing.id, sha256 = %decl.sha256, device = %decl.device_id,
                 "begin answered with existing evidence");
-            return Ok(BeginOutcome::Existing(Receipt {
+            let ledger = self.inner.ledger.ingest_receipt(existing.id).await?;
+            return Ok(BeginOutcome::Existing(Box::new(Receipt {
                 evidence: existing,
                 duplicate: true,
-            }));
+                ledger,
+            })));
         }
         if let Some(u) = meta
             .find_resumable_upload(&decl.sha256, decl.size, &decl.device_id)
@@ -372,9 +390,18 @@ impl Ingest {
             .inc_by(outcome.evidence.size);
         tracing::info!(upload = %id, evidence = %outcome.evidence.id, sha256 = %outcome.evidence.sha256,
             size = outcome.evidence.size, duplicate = outcome.duplicate, "evidence committed");
+        if !outcome.duplicate {
+            self.inner.ledger.queued();
+        }
+        let ledger = self
+            .inner
+            .ledger
+            .ingest_receipt(outcome.evidence.id)
+            .await?;
         Ok(Receipt {
             evidence: outcome.evidence,
             duplicate: outcome.duplicate,
+            ledger,
         })
     }
 
@@ -387,9 +414,11 @@ impl Ingest {
         })?;
         // Already evidence when this upload began: someone else's bytes.
         let duplicate = evidence.ingested_at < upload.created_at;
+        let ledger = self.inner.ledger.ingest_receipt(evidence.id).await?;
         Ok(Receipt {
             evidence,
             duplicate,
+            ledger,
         })
     }
 
@@ -442,13 +471,41 @@ impl Ingest {
         }
     }
 
-    /// One evidence item's metadata.
+    /// One evidence item's metadata, without recording an access: for internal use.
     pub async fn evidence(&self, id: EvidenceId) -> Result<Evidence, IngestError> {
         self.inner
             .meta
             .get_evidence(id)
             .await?
             .ok_or(IngestError::UnknownEvidence(id))
+    }
+
+    /// One evidence item's metadata, read by `actor`: the read is a `view` event in the ledger, durable
+    /// before the metadata is returned.
+    pub async fn view(&self, id: EvidenceId, actor: &str) -> Result<Evidence, IngestError> {
+        let evidence = self.evidence(id).await?;
+        self.inner
+            .ledger
+            .append(ledger::access_event(
+                custody_core::ledger::EventKind::View,
+                id,
+                actor,
+            ))
+            .await?;
+        Ok(evidence)
+    }
+
+    /// Records that `actor` is downloading an item's bytes (a `download` event), before any byte is
+    /// served.
+    pub async fn record_download(&self, id: EvidenceId, actor: &str) -> Result<(), IngestError> {
+        self.inner
+            .ledger
+            .append(ledger::access_event(
+                custody_core::ledger::EventKind::Download,
+                id,
+                actor,
+            ))
+            .await
     }
 
     /// Evidence matching `filter`, in capture order, a page at a time.

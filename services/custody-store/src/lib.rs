@@ -8,10 +8,15 @@
 
 mod blobs;
 mod error;
+mod ledger;
 mod meta;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
 pub use blobs::{BlobConfig, Blobs, Checkpoint, StagedWriter, hash_file};
 pub use error::StoreError;
+pub use ledger::{
+    IntegrationBatch, LedgerState, PendingEvent, PendingRow, SequencerLock, StoredCheckpoint,
+    StoredEntry,
+};
 pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};

@@ -21,7 +21,7 @@ pub enum Backend {
 }
 
 #[derive(Debug, Clone)]
-enum Pool {
+pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -30,16 +30,17 @@ enum Pool {
 macro_rules! on_pool {
     ($self:expr, $pool:ident => $body:expr) => {
         match &$self.pool {
-            Pool::Sqlite($pool) => $body,
-            Pool::Postgres($pool) => $body,
+            $crate::meta::Pool::Sqlite($pool) => $body,
+            $crate::meta::Pool::Postgres($pool) => $body,
         }
     };
 }
+pub(crate) use on_pool;
 
 /// The metadata repository: uploads and evidence rows.
 #[derive(Debug, Clone)]
 pub struct Metadata {
-    pool: Pool,
+    pub(crate) pool: Pool,
 }
 
 /// Where a listing continues: after this (capture time, id).
@@ -122,7 +123,7 @@ struct EvidenceRow {
     ingested_at: i64,
 }
 
-fn corrupt(table: &str, id: &str) -> impl Fn(String) -> StoreError {
+pub(crate) fn corrupt(table: &str, id: &str) -> impl Fn(String) -> StoreError {
     let what = format!("{table} row {id}");
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -192,7 +193,7 @@ impl EvidenceRow {
 }
 
 /// Sizes are `u64` in the domain and BIGINT in SQL; anything past `i64::MAX` was refused long before.
-fn sql_size(n: u64) -> i64 {
+pub(crate) fn sql_size(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -491,6 +492,20 @@ impl Metadata {
                 .bind(c.sha256.as_bytes().to_vec())
                 .fetch_one(&mut *tx)
                 .await?;
+            if row.id == c.id.to_string() {
+                // New evidence: its ingest event is queued in the same transaction, so no evidence
+                // row can exist without its ledger entry following.
+                crate::ledger::bind_pending!(crate::ledger::PendingEvent {
+                    kind: custody_core::ledger::EventKind::Ingest,
+                    evidence_id: c.id,
+                    actor: format!("station:{}", c.station_id),
+                    officer: None,
+                    detail: None,
+                    server_time: c.ingested_at,
+                })
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(mark)
                 .bind(&row.id)
                 .bind(now.unix_micros())

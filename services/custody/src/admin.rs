@@ -1,23 +1,41 @@
 //! `custody admin`: operator commands that change keys and registries.
 
 use anyhow::Context;
+use custody_ingest::LedgerKeys;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// File names of the ledger key pair inside the key directory.
+/// File names of the ledger key pairs inside the key directory.
 pub const SIGNING_KEY_FILE: &str = "ledger.key";
 pub const VERIFIER_KEY_FILE: &str = "ledger.pub";
+pub const SM2_SIGNING_KEY_FILE: &str = "ledger-sm2.key";
+pub const SM2_VERIFIER_KEY_FILE: &str = "ledger-sm2.pub";
 
-/// Creates a new Ed25519 ledger key pair for the log named `origin` in `dir`: `ledger.key` (the signing
-/// key, readable by its owner only) and `ledger.pub` (the verifier key, to hand to stations, witnesses and
-/// courts). Refuses to replace an existing key: a lost or replaced key breaks every receipt already issued.
-pub fn keygen(origin: &str, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Which signature algorithm a key pair is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Ed25519,
+    /// GB/T 32918 SM2 with SM3, for 国密 deployments; signs in addition to Ed25519.
+    Sm2,
+}
+
+/// Creates a new ledger key pair for the log named `origin` in `dir`: `ledger.key` (the signing key,
+/// readable by its owner only) and `ledger.pub` (the verifier key, to hand to stations, witnesses and
+/// courts), or `ledger-sm2.{key,pub}` for SM2. Refuses to replace an existing key: a lost or replaced key
+/// breaks every receipt already issued.
+pub fn keygen(origin: &str, dir: &Path, kind: KeyKind) -> anyhow::Result<(PathBuf, PathBuf)> {
     anyhow::ensure!(
         signed_note_name_ok(origin),
         "origin {origin:?} must be non-empty and contain no spaces or '+' (e.g. custody.example.gov.cn/ledger)"
     );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (skey_path, vkey_path) = (dir.join(SIGNING_KEY_FILE), dir.join(VERIFIER_KEY_FILE));
+    let (skey_path, vkey_path) = match kind {
+        KeyKind::Ed25519 => (dir.join(SIGNING_KEY_FILE), dir.join(VERIFIER_KEY_FILE)),
+        KeyKind::Sm2 => (
+            dir.join(SM2_SIGNING_KEY_FILE),
+            dir.join(SM2_VERIFIER_KEY_FILE),
+        ),
+    };
     for p in [&skey_path, &vkey_path] {
         anyhow::ensure!(
             !p.exists(),
@@ -25,7 +43,10 @@ pub fn keygen(origin: &str, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             p.display()
         );
     }
-    let (skey, vkey) = custody_core::ledger::generate_key(&mut rand_core_06::OsRng, origin);
+    let (skey, vkey) = match kind {
+        KeyKind::Ed25519 => custody_core::ledger::generate_key(&mut rand_core_06::OsRng, origin),
+        KeyKind::Sm2 => custody_core::sm2note::generate_sm2_key(&mut rand_core_06::OsRng, origin),
+    };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -40,6 +61,107 @@ pub fn keygen(origin: &str, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((skey_path, vkey_path))
 }
 
+/// Origin of the keys [`test_keys`] makes.
+pub const TEST_ORIGIN: &str = "custody.test/ledger";
+
+/// Makes an Ed25519 key pair in `DATA_DIR/keys` unless one is there: for tests and benchmarks, which run
+/// servers on throw-away data directories. Returns the verifier key.
+pub fn test_keys(data_dir: &Path) -> anyhow::Result<String> {
+    let dir = data_dir.join("keys");
+    if !dir.join(SIGNING_KEY_FILE).exists() {
+        keygen(TEST_ORIGIN, &dir, KeyKind::Ed25519)?;
+    }
+    Ok(std::fs::read_to_string(dir.join(VERIFIER_KEY_FILE))?
+        .trim()
+        .to_string())
+}
+
+/// The verifier key file that goes with a signing key file: the same path ending in `.pub`.
+pub fn verifier_path(signing: &Path) -> PathBuf {
+    signing.with_extension("pub")
+}
+
+/// Reads the ledger keys: the Ed25519 signing key at `ed25519` and, when given, the SM2 key at `sm2`, each
+/// with its `.pub` verifier key beside it. Checks that each pair belongs together (a test signature
+/// verifies) and that both name the same log. Never creates a key: a missing file is an error that says
+/// how to make one.
+pub fn load_ledger_keys(ed25519: &Path, sm2: Option<&Path>) -> anyhow::Result<LedgerKeys> {
+    let mut signing = Vec::new();
+    let mut verifiers = Vec::new();
+    let mut origin: Option<String> = None;
+    for (path, kind) in
+        std::iter::once((ed25519, KeyKind::Ed25519)).chain(sm2.map(|p| (p, KeyKind::Sm2)))
+    {
+        let read = |p: &Path| -> anyhow::Result<String> {
+            match std::fs::read_to_string(p) {
+                Ok(s) => Ok(s.trim().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                    "ledger key {} does not exist; create the key pair once with \
+                     `custody admin keygen --origin <log name> --out {}{}` and back it up \
+                     (the server never makes its own key: a new key would orphan every receipt)",
+                    p.display(),
+                    p.parent()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|| ".".into()),
+                    if kind == KeyKind::Sm2 { " --sm2" } else { "" },
+                ),
+                Err(e) => Err(e).with_context(|| format!("reading ledger key {}", p.display())),
+            }
+        };
+        let skey = read(path)?;
+        let vpath = verifier_path(path);
+        let vkey = read(&vpath)?;
+        let signer = custody_core::ledger::signer_from_text(&skey)
+            .with_context(|| format!("ledger key {}", path.display()))?;
+        let is_sm2 = custody_core::sm2note::is_sm2_key(&skey);
+        anyhow::ensure!(
+            is_sm2 == (kind == KeyKind::Sm2),
+            "ledger key {} is {}, but it is configured as the {} key",
+            path.display(),
+            if is_sm2 {
+                "an SM2 key"
+            } else {
+                "not an SM2 key"
+            },
+            if kind == KeyKind::Sm2 {
+                "SM2"
+            } else {
+                "Ed25519"
+            },
+        );
+        let verifier = custody_core::ledger::verifier_from_text(&vkey)
+            .with_context(|| format!("verifier key {}", vpath.display()))?;
+        let probe = b"custody ledger key check\n";
+        let sig = signer
+            .sign(probe)
+            .map_err(|e| anyhow::anyhow!("ledger key {} cannot sign: {e}", path.display()))?;
+        anyhow::ensure!(
+            verifier.name() == signer.name()
+                && verifier.key_id() == signer.key_id()
+                && verifier.verify(probe, &sig),
+            "verifier key {} does not belong to signing key {}",
+            vpath.display(),
+            path.display()
+        );
+        match &origin {
+            None => origin = Some(signer.name().to_string()),
+            Some(o) => anyhow::ensure!(
+                o == signer.name(),
+                "ledger keys name different logs: {o:?} and {:?} ({})",
+                signer.name(),
+                path.display()
+            ),
+        }
+        signing.push(skey);
+        verifiers.push(vkey);
+    }
+    Ok(LedgerKeys {
+        origin: origin.unwrap_or_default(),
+        signing,
+        verifiers,
+    })
+}
+
 fn signed_note_name_ok(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
@@ -52,7 +174,7 @@ mod tests {
     #[test]
     fn keygen_writes_a_pair_that_signs_and_verifies_and_never_overwrites() {
         let dir = tempfile::tempdir().unwrap();
-        let (skey, vkey) = keygen("custody.test/ledger", dir.path()).unwrap();
+        let (skey, vkey) = keygen("custody.test/ledger", dir.path(), KeyKind::Ed25519).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -69,9 +191,40 @@ mod tests {
         t.append(b"entry").unwrap();
         let note =
             sign_checkpoint("custody.test/ledger", 1, t.root(1).unwrap(), &[s.trim()]).unwrap();
-        assert_eq!(verify_checkpoint(&note, v.trim()).unwrap().size, 1);
-        let again = keygen("custody.test/ledger", dir.path()).unwrap_err();
+        assert_eq!(verify_checkpoint(&note, &[v.trim()]).unwrap().size, 1);
+        let again = keygen("custody.test/ledger", dir.path(), KeyKind::Ed25519).unwrap_err();
         assert!(again.to_string().contains("refusing to replace"), "{again}");
-        assert!(keygen("bad name", dir.path()).is_err());
+        assert!(keygen("bad name", dir.path(), KeyKind::Ed25519).is_err());
+    }
+
+    #[test]
+    fn ledger_keys_load_with_their_sm2_partner_and_a_missing_key_says_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = load_ledger_keys(&dir.path().join("ledger.key"), None).unwrap_err();
+        let msg = format!("{missing:#}");
+        assert!(
+            msg.contains("does not exist") && msg.contains("custody admin keygen"),
+            "{msg}"
+        );
+        let (ed, _) = keygen("custody.test/ledger", dir.path(), KeyKind::Ed25519).unwrap();
+        let (sm2, _) = keygen("custody.test/ledger", dir.path(), KeyKind::Sm2).unwrap();
+        let keys = load_ledger_keys(&ed, Some(&sm2)).unwrap();
+        assert_eq!(keys.origin, "custody.test/ledger");
+        assert_eq!(keys.signing.len(), 2);
+        let mut t = MemoryTree::new();
+        t.append(b"entry").unwrap();
+        let signing: Vec<&str> = keys.signing.iter().map(String::as_str).collect();
+        let verifiers: Vec<&str> = keys.verifiers.iter().map(String::as_str).collect();
+        let note = sign_checkpoint(&keys.origin, 1, t.root(1).unwrap(), &signing).unwrap();
+        assert_eq!(verify_checkpoint(&note, &verifiers).unwrap().size, 1);
+        // Swapped roles and mismatched pairs are refused.
+        assert!(load_ledger_keys(&sm2, None).is_err());
+        std::fs::copy(
+            dir.path().join("ledger-sm2.pub"),
+            dir.path().join("ledger.pub"),
+        )
+        .unwrap();
+        let e = load_ledger_keys(&ed, None).unwrap_err();
+        assert!(format!("{e:#}").contains("does not belong"), "{e:#}");
     }
 }

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use anyhow::Context;
 use custody_api::ApiState;
-use custody_ingest::{Ingest, IngestConfig, IngestMetrics};
+use custody_ingest::{Ingest, IngestConfig, IngestMetrics, Ledger, LedgerConfig};
 use custody_store::{BlobConfig, Blobs, Metadata};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -36,6 +36,12 @@ pub struct BoundAddrs {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    // Keys first: a server that cannot sign must not accept evidence it cannot give receipts for.
+    let keys = crate::admin::load_ledger_keys(
+        &config.ledger_key_path(),
+        config.ledger_sm2_key_file.as_deref(),
+    )?;
+    tracing::info!(origin = %keys.origin, keys = keys.verifiers.len(), "ledger keys loaded");
     let db_url = config.database_url();
     let meta = Metadata::connect(&db_url, config.database_max_connections)
         .await
@@ -68,9 +74,20 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let mut registry = Registry::default();
     let metrics = IngestMetrics::default();
     metrics.register(&mut registry);
+    let ledger = Ledger::new(
+        meta.clone(),
+        blobs.clone(),
+        LedgerConfig {
+            batch_max: config.ledger_batch_max,
+            batch_interval: config.ledger_batch_interval,
+            receipt_timeout: config.ledger_receipt_timeout,
+        },
+        keys,
+    );
     let ingest = Ingest::new(
         meta.clone(),
         blobs,
+        ledger,
         IngestConfig {
             max_upload_size: config.max_upload_size.as_u64(),
             upload_ttl: config.upload_ttl,
@@ -146,6 +163,12 @@ impl App {
             self.config.upload_expiry_interval,
             token.clone().cancelled_owned(),
         ));
+        let sequencer = tokio::spawn(
+            self.ingest
+                .ledger()
+                .clone()
+                .run(token.clone().cancelled_owned()),
+        );
 
         if let Some(path) = &self.config.ready_file {
             let tmp = path.with_extension("tmp");
@@ -158,6 +181,7 @@ impl App {
         let (h, g) = tokio::join!(http, grpc);
         token.cancel();
         let _ = expiry.await;
+        let _ = sequencer.await;
         self.meta.close().await;
         h.context("http server task")?.context("http server")?;
         g.context("grpc server task")?.context("grpc server")?;

@@ -53,6 +53,21 @@ pub struct Config {
     pub upload_flush_bytes: ByteSize,
     /// Compute SM3 for every file, also when the station declared none (国密 deployments).
     pub always_sm3: bool,
+    /// The Ed25519 key that signs ledger checkpoints (made by `custody admin keygen`); its verifier key is
+    /// read from the same path with `.pub` in place of `.key`. Default: `keys/ledger.key` in `data_dir`.
+    /// A missing key stops start-up: the server never makes a key of its own.
+    pub ledger_key_file: Option<PathBuf>,
+    /// An SM2 key (`custody admin keygen --sm2`) that signs every checkpoint a second time (国密).
+    pub ledger_sm2_key_file: Option<PathBuf>,
+    /// A ledger batch closes at this many entries...
+    pub ledger_batch_max: u32,
+    /// ...or after this long.
+    #[serde(with = "humantime_serde")]
+    pub ledger_batch_interval: Duration,
+    /// How long Commit waits for a signed checkpoint covering the new evidence before answering
+    /// UNAVAILABLE (retry Commit for the receipt).
+    #[serde(with = "humantime_serde")]
+    pub ledger_receipt_timeout: Duration,
     /// Log filter, in `tracing` syntax (`info`, `custody_ingest=debug,info`). `RUST_LOG` overrides it.
     pub log: String,
     /// Log format: `text` for people, `json` for collectors.
@@ -89,6 +104,11 @@ impl Default for Config {
             upload_part_size: ByteSize::mib(8),
             upload_flush_bytes: ByteSize::mib(8),
             always_sm3: false,
+            ledger_key_file: None,
+            ledger_sm2_key_file: None,
+            ledger_batch_max: 4096,
+            ledger_batch_interval: Duration::from_millis(50),
+            ledger_receipt_timeout: Duration::from_secs(10),
             log: "info".into(),
             log_format: LogFormat::Text,
             ready_file: None,
@@ -165,6 +185,9 @@ impl Config {
         if self.upload_ttl.is_zero() || self.upload_expiry_interval.is_zero() {
             anyhow::bail!("upload_ttl and upload_expiry_interval must be greater than zero");
         }
+        if self.ledger_batch_max == 0 || self.ledger_batch_interval.is_zero() {
+            anyhow::bail!("ledger_batch_max and ledger_batch_interval must be greater than zero");
+        }
         if self
             .object_store
             .as_deref()
@@ -191,6 +214,14 @@ impl Config {
         self.object_store
             .clone()
             .unwrap_or_else(|| self.data_dir.join("objects").display().to_string())
+    }
+
+    pub fn ledger_key_path(&self) -> PathBuf {
+        self.ledger_key_file.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("keys")
+                .join(crate::admin::SIGNING_KEY_FILE)
+        })
     }
 
     pub fn s3_secret(&self) -> anyhow::Result<Option<String>> {

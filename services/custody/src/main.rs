@@ -44,6 +44,7 @@ enum Command {
 enum AdminCommand {
     /// Create the Ed25519 key pair that signs ledger checkpoints: DIR/ledger.key (owner-only) and
     /// DIR/ledger.pub (give it to stations, witnesses and courts). Never replaces an existing key.
+    /// With --sm2, create the additional SM2 pair DIR/ledger-sm2.{key,pub} (国密) instead.
     Keygen {
         /// Name of the log, used as checkpoint origin and key name (no spaces or '+'),
         /// e.g. custody.example.gov.cn/ledger
@@ -52,6 +53,9 @@ enum AdminCommand {
         /// Directory for the key files
         #[arg(long, default_value = "./custody-data/keys")]
         out: PathBuf,
+        /// Make an SM2 key pair (set ledger_sm2_key_file to use it)
+        #[arg(long)]
+        sm2: bool,
     },
 }
 
@@ -136,6 +140,26 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormatArg>,
+    /// Ed25519 ledger signing key (with its .pub beside it) [default: DATA_DIR/keys/ledger.key]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger_key_file: Option<PathBuf>,
+    /// Additional SM2 ledger signing key (with its .pub beside it)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger_sm2_key_file: Option<PathBuf>,
+    /// Entries per ledger batch at most [default: 4096]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger_batch_max: Option<u32>,
+    /// Longest wait before a ledger batch closes, e.g. 50ms [default: 50ms]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    ledger_batch_interval: Option<Duration>,
+    /// How long Commit waits for a checkpoint before answering UNAVAILABLE [default: 10s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    ledger_receipt_timeout: Option<Duration>,
     /// Write the bound addresses as JSON to this file once serving
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,8 +212,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 app.run(custody::shutdown_signal()).await
             })
         }
-        Command::Admin(AdminCommand::Keygen { origin, out }) => {
-            let (skey, vkey) = custody::admin::keygen(&origin, &out)?;
+        Command::Admin(AdminCommand::Keygen { origin, out, sm2 }) => {
+            let kind = if sm2 {
+                custody::admin::KeyKind::Sm2
+            } else {
+                custody::admin::KeyKind::Ed25519
+            };
+            let (skey, vkey) = custody::admin::keygen(&origin, &out, kind)?;
             println!("signing key:  {} (keep secret; back it up)", skey.display());
             println!("verifier key: {}", vkey.display());
             println!("{}", std::fs::read_to_string(&vkey)?.trim());

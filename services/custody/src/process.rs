@@ -16,9 +16,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `exe serve --data-dir DATA_DIR` on ports chosen by the system plus `extra` arguments, and
-    /// waits until it is serving. Its log goes to `DATA_DIR/../server-<n>.log`.
+    /// waits until it is serving. Its log goes to `DATA_DIR/../server-<n>.log`. A data directory without
+    /// ledger keys gets a test key pair first (as an operator would with `custody admin keygen`).
     pub fn spawn(exe: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
+        crate::admin::test_keys(data_dir)?;
         let ready = data_dir.with_extension(format!("ready-{}", rand::random::<u32>()));
         let _ = std::fs::remove_file(&ready);
         let log_path = data_dir.with_extension(format!("log-{}", rand::random::<u32>()));

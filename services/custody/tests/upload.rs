@@ -446,11 +446,21 @@ async fn a_full_disk_refuses_the_upload_with_resource_exhausted_and_keeps_stored
     // What was committed before is consistent, and the server still answers.
     let q = up.query(&s.upload_id).await.unwrap();
     assert!(q.committed_size < big.len() as i64);
-    let got = app
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    // A download must be in the ledger before a byte leaves; with no room to record it, it is refused
+    // (naming the full disk) rather than served unlogged.
+    let refused = app
         .get(&format!("/api/v1/evidence/{}/content", kept.evidence_id))
         .await;
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap().as_ref(), small.as_slice());
+    assert_eq!(refused.status(), 507, "{:?}", refused.text().await);
+    // The stored evidence itself is intact.
+    let id = custody_core::EvidenceId::parse(&kept.evidence_id).unwrap();
+    let evidence = app.ingest.evidence(id).await.unwrap();
+    let content = app.ingest.content(evidence, None).await.unwrap();
+    let stored: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(content.stream)
+        .await
+        .unwrap();
+    assert_eq!(stored.concat(), small);
     app.shutdown().await;
     drop(disk);
 }

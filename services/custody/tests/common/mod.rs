@@ -22,6 +22,8 @@ pub struct TestApp {
     pub http: String,
     pub ingest: Ingest,
     pub data_dir: PathBuf,
+    /// The ledger's verifier key (Ed25519, signed-note text form).
+    pub verifier_key: String,
     pub http_client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -35,6 +37,7 @@ pub fn init_test_logging() {
 }
 
 pub fn config_for(backends: Backends, data_dir: PathBuf) -> Config {
+    custody::admin::test_keys(&data_dir).unwrap();
     let mut c = Config {
         data_dir,
         http_listen: "127.0.0.1:0".parse().unwrap(),
@@ -67,6 +70,7 @@ pub async fn spawn_app(backends: Backends) -> TestApp {
 pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestApp {
     init_test_logging();
     let data_dir = config.data_dir.clone();
+    let verifier_key = custody::admin::test_keys(&data_dir).unwrap();
     let app = custody::build(config).await.expect("server builds");
     let addrs = app.addrs().unwrap();
     let ingest = app.ingest().clone();
@@ -79,6 +83,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         http: format!("http://{}", addrs.http),
         ingest,
         data_dir,
+        verifier_key,
         http_client: reqwest::Client::new(),
         stop: Some(tx),
         task: Some(task),

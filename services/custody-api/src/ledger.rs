@@ -1,0 +1,183 @@
+//! The ledger over HTTP. Public and read-only, for outside verifiers: `/ledger/checkpoint`,
+//! `/ledger/tile/...` (C2SP tlog-tiles), `/api/v1/ledger/proof/{inclusion,consistency}`. Per item (behind
+//! the auth layer): `/api/v1/evidence/{id}/history` and `/api/v1/evidence/{id}/receipt`.
+
+use crate::evidence::parse_id;
+use crate::{ApiError, ApiState, auth::Actor};
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use custody_core::ErrorCode;
+use custody_core::ledger::{LedgerEntry, LedgerProof, TreeHash, parse_tile_path};
+use serde::{Deserialize, Serialize};
+
+/// `GET /ledger/checkpoint`: the newest signed checkpoint, as `text/plain` (C2SP tlog-checkpoint).
+pub(crate) async fn checkpoint(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let cp = s.ingest.ledger().checkpoint().await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "the ledger has no checkpoint yet: nothing has been logged",
+        )
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        cp.note,
+    ))
+}
+
+/// `GET /ledger/tile/<L>/<N>[.p/<W>]` and `/ledger/tile/entries/<N>[.p/<W>]`.
+pub(crate) async fn tile(
+    State(s): State<ApiState>,
+    Path(rest): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let path = format!("tile/{rest}");
+    let tile = parse_tile_path(&path).map_err(ApiError::bad_request)?;
+    let data = s.ingest.ledger().tile(&path).await?;
+    // A full tile never changes; a partial one is replaced by a wider one as the log grows.
+    let cache = if tile.width() == 256 || tile.width() == 0 {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=60"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, cache),
+        ],
+        data,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct InclusionQuery {
+    /// Leaf index.
+    index: u64,
+    /// Tree size (a published checkpoint size; default: the newest).
+    size: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ProofJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<u64>,
+    /// Proof hashes, hex, in RFC 6962 order.
+    hashes: Vec<String>,
+}
+
+fn hex_hashes(h: Vec<TreeHash>) -> Vec<String> {
+    h.into_iter().map(|h| hex::encode(h.0)).collect()
+}
+
+async fn newest_size(s: &ApiState) -> Result<u64, ApiError> {
+    Ok(s.ingest.ledger().state().await?.checkpoint_size)
+}
+
+/// `GET /api/v1/ledger/proof/inclusion?index=&size=`.
+pub(crate) async fn inclusion(
+    State(s): State<ApiState>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<ProofJson>, ApiError> {
+    let size = match q.size {
+        Some(n) => n,
+        None => newest_size(&s).await?,
+    };
+    let hashes = s.ingest.ledger().inclusion_proof(q.index, size).await?;
+    Ok(Json(ProofJson {
+        index: Some(q.index),
+        size: Some(size),
+        old: None,
+        new: None,
+        hashes: hex_hashes(hashes),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConsistencyQuery {
+    old: u64,
+    /// Default: the newest checkpoint's size.
+    new: Option<u64>,
+}
+
+/// `GET /api/v1/ledger/proof/consistency?old=&new=`.
+pub(crate) async fn consistency(
+    State(s): State<ApiState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<ProofJson>, ApiError> {
+    let new = match q.new {
+        Some(n) => n,
+        None => newest_size(&s).await?,
+    };
+    let hashes = s.ingest.ledger().consistency_proof(q.old, new).await?;
+    Ok(Json(ProofJson {
+        index: None,
+        size: None,
+        old: Some(q.old),
+        new: Some(new),
+        hashes: hex_hashes(hashes),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct HistoryEventJson {
+    index: u64,
+    /// The entry, decoded.
+    event: LedgerEntry,
+    /// The entry with its inclusion proof and checkpoint, as `custody verify receipt` reads it.
+    proof: LedgerProof,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct HistoryJson {
+    evidence_id: String,
+    events: Vec<HistoryEventJson>,
+}
+
+/// `GET /api/v1/evidence/{id}/history`: every event of an item covered by the newest checkpoint, with
+/// proofs. Reading it is itself a `view`, which shows up in later reads.
+pub(crate) async fn history(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<HistoryJson>, ApiError> {
+    let id = parse_id(&id)?;
+    s.ingest.view(id, &actor.label()).await?;
+    let events = s
+        .ingest
+        .ledger()
+        .history(id)
+        .await?
+        .into_iter()
+        .map(|h| HistoryEventJson {
+            index: h.index,
+            event: h.entry,
+            proof: h.proof,
+        })
+        .collect();
+    Ok(Json(HistoryJson {
+        evidence_id: id.to_string(),
+        events,
+    }))
+}
+
+/// `GET /api/v1/evidence/{id}/receipt`: the ingest receipt (entry, inclusion proof, signed checkpoint),
+/// the file `custody verify receipt` checks offline.
+pub(crate) async fn receipt(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<LedgerProof>, ApiError> {
+    let id = parse_id(&id)?;
+    s.ingest.view(id, &actor.label()).await?;
+    Ok(Json(s.ingest.ledger().ingest_receipt(id).await?))
+}
