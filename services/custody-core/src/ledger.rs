@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use tlog_tiles::{
     Error as TlogError, Hash as TreeHash, HashReader, RecordProof, TreeProof, prove_record,
-    prove_tree, tree_hash,
+    prove_tree, split_stored_hash_index, tree_hash,
 };
 
 /// The on-disk version of [`LedgerEntry`] written today.

@@ -144,6 +144,20 @@ impl Ledger {
         Ok(())
     }
 
+    /// Queues many events in a few transactions (bulk loads and benchmarks) and wakes the sequencer once.
+    /// Durable when this returns, like [`Ledger::append`].
+    pub async fn append_many(&self, events: &[PendingEvent]) -> Result<(), IngestError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.inner.meta.append_many(events).await?;
+        self.inner
+            .queued
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
     /// Tells the sequencer that this process queued an event some other way (inside a commit).
     pub(crate) fn queued(&self) {
         self.inner
@@ -155,6 +169,11 @@ impl Ledger {
     /// The newest signed checkpoint, if the log has any entry yet.
     pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, IngestError> {
         Ok(self.inner.meta.latest_checkpoint().await?)
+    }
+
+    /// How many events wait for the sequencer.
+    pub async fn pending(&self) -> Result<u64, IngestError> {
+        Ok(self.inner.meta.pending_count().await?)
     }
 
     pub async fn state(&self) -> Result<LedgerState, IngestError> {

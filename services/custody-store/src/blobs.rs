@@ -248,6 +248,35 @@ impl Blobs {
             .map_err(StoreError::object(format!("writing {rel}")))
     }
 
+    /// The keys of every object under `prefix` (relative to the store's root), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.prefix.clone();
+        let full = self.key(prefix.trim_end_matches('/'));
+        let mut keys: Vec<String> = self
+            .store
+            .list(Some(&full))
+            .map(|r| {
+                r.map(|m| {
+                    let k = m.location.to_string();
+                    k.strip_prefix(&root).unwrap_or(&k).to_string()
+                })
+            })
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::object(format!("listing {prefix}")))?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads a whole small object into memory (tiles, checkpoints).
+    pub async fn get_all(&self, rel: &str) -> Result<Bytes, StoreError> {
+        let (_, _, stream) = self.get(rel, None).await?;
+        let chunks: Vec<Bytes> = futures::TryStreamExt::try_collect(stream).await?;
+        Ok(chunks.concat().into())
+    }
+
     /// Reads an object or a byte range of it. Returns the object's total size, the range served and the
     /// bytes as a stream (never the whole object in memory).
     pub async fn get(

@@ -478,6 +478,37 @@ impl Metadata {
             }
         }
     }
+
+    /// Queues many events at once (bulk loads and benchmarks): multi-row INSERTs of [`INSERT_CHUNK`]
+    /// rows, in one transaction per 50 000 events, so queueing costs a few commits rather than one per
+    /// event. Durable when this returns; events keep their order. If it fails part-way, the transactions
+    /// committed before the failure stay queued.
+    pub async fn append_many(&self, events: &[PendingEvent]) -> Result<(), StoreError> {
+        // Large enough that commits cost little, small enough that one transaction does not hold
+        // SQLite's write lock for long.
+        const APPEND_MANY_TX_ROWS: usize = 50_000;
+        for tx_events in events.chunks(APPEND_MANY_TX_ROWS) {
+            on_pool!(self, p => async {
+                let mut tx = p.begin().await?;
+                for chunk in tx_events.chunks(INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO ledger_pending (kind, evidence_id, actor, officer, detail, server_time) ");
+                    q.push_values(chunk, |mut b, ev| {
+                        b.push_bind(ev.kind.as_str())
+                            .push_bind(ev.evidence_id.to_string())
+                            .push_bind(ev.actor.clone())
+                            .push_bind(ev.officer.clone())
+                            .push_bind(ev.detail.clone())
+                            .push_bind(ev.server_time.unix_micros());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }.await)
+            .map_err(StoreError::db("queueing ledger events in bulk"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Advisory lock key of the sequencer: "custody\0" as a big-endian integer.

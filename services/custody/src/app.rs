@@ -32,16 +32,8 @@ pub struct BoundAddrs {
     pub grpc: SocketAddr,
 }
 
-/// Opens the configured backends, runs migrations and binds both listeners.
-pub async fn build(config: Config) -> anyhow::Result<App> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    // Keys first: a server that cannot sign must not accept evidence it cannot give receipts for.
-    let keys = crate::admin::load_ledger_keys(
-        &config.ledger_key_path(),
-        config.ledger_sm2_key_file.as_deref(),
-    )?;
-    tracing::info!(origin = %keys.origin, keys = keys.verifiers.len(), "ledger keys loaded");
+/// Opens the metadata database (running its migrations) and the object store named by the configuration.
+pub async fn open_storage(config: &Config) -> anyhow::Result<(Metadata, Blobs)> {
     let db_url = config.database_url();
     let meta = Metadata::connect(&db_url, config.database_max_connections)
         .await
@@ -70,6 +62,21 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .await
         .with_context(|| format!("reaching the object store ({})", blobs.describe()))?;
     tracing::info!(database = %crate::config::redact_url(&db_url), objects = blobs.describe(), "storage ready");
+
+    Ok((meta, blobs))
+}
+
+/// Opens the configured backends, runs migrations and binds both listeners.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    // Keys first: a server that cannot sign must not accept evidence it cannot give receipts for.
+    let keys = crate::admin::load_ledger_keys(
+        &config.ledger_key_path(),
+        config.ledger_sm2_key_file.as_deref(),
+    )?;
+    tracing::info!(origin = %keys.origin, keys = keys.verifiers.len(), "ledger keys loaded");
+    let (meta, blobs) = open_storage(&config).await?;
 
     let mut registry = Registry::default();
     let metrics = IngestMetrics::default();

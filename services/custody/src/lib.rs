@@ -6,9 +6,11 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod bench_ledger;
 pub mod client;
 pub mod config;
 pub mod process;
+pub mod verify;
 
 pub use app::{App, BoundAddrs, build, shutdown_signal};
 pub use config::Config;

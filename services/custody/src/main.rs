@@ -38,6 +38,28 @@ enum Command {
     /// Operator commands: keys and registries.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check evidence and the ledger: the whole store, or a receipt offline.
+    #[command(subcommand)]
+    Verify(VerifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifyCommand {
+    /// Recompute every ledger hash, tile and checkpoint from the stored entries, check each evidence row
+    /// against its ledger entries and its bytes against its hashes, and walk every per-recorder chain.
+    /// Reads the same storage settings as `serve` (config file, CUSTODY_* variables, these flags).
+    /// Exits non-zero and names each mismatch (entry, object, row) when anything is wrong.
+    Ledger(Box<custody::verify::VerifyLedgerArgs>),
+    /// Check a receipt (a ledger proof JSON file, as returned by GET /api/v1/evidence/{id}/receipt or
+    /// kept by a station) offline: the checkpoint signature(s), the entry, and its inclusion proof.
+    Receipt {
+        /// The receipt file
+        file: PathBuf,
+        /// Verifier key file(s) of the log (ledger.pub, and ledger-sm2.pub where SM2 is used); every
+        /// key given must have signed the checkpoint
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +85,8 @@ enum AdminCommand {
 enum BenchCommand {
     /// Upload throughput and server memory, next to this machine's write + hash limit.
     Upload(custody::bench::UploadBenchArgs),
+    /// Ledger appends per second, receipt latency (p50/p99) and inclusion-proof time.
+    Ledger(custody::bench_ledger::LedgerBenchArgs),
 }
 
 /// Flags of `serve`; each overrides the same key of the file and environment.
@@ -223,6 +247,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("verifier key: {}", vkey.display());
             println!("{}", std::fs::read_to_string(&vkey)?.trim());
             Ok(())
+        }
+        Command::Verify(VerifyCommand::Receipt { file, keys }) => {
+            let report = custody::verify::receipt(&file, &keys)?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Verify(VerifyCommand::Ledger(args)) => {
+            custody::init_logging("warn", false);
+            let explicit = std::env::var_os("CUSTODY_CONFIG").is_some()
+                || cli.config != Path::new("custody.toml");
+            let ok = runtime.block_on(custody::verify::ledger(&cli.config, explicit, *args))?;
+            if ok {
+                Ok(())
+            } else {
+                anyhow::bail!("verification found problems (listed above)")
+            }
+        }
+        Command::Bench(BenchCommand::Ledger(args)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::bench_ledger::run(args))
         }
         Command::Bench(BenchCommand::Upload(args)) => {
             custody::init_logging("warn", false);

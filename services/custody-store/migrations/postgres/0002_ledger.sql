@@ -59,5 +59,5 @@ CREATE TRIGGER ledger_entries_are_append_only BEFORE DELETE OR UPDATE ON ledger_
     FOR EACH ROW EXECUTE FUNCTION custody_refuse_ledger_change();
 CREATE TRIGGER ledger_hashes_are_append_only BEFORE DELETE OR UPDATE ON ledger_hashes
     FOR EACH ROW EXECUTE FUNCTION custody_refuse_ledger_change();
-CREATE TRIGGER ledger_checkpoints_are_append_only BEFORE DELETE ON ledger_checkpoints
+CREATE TRIGGER ledger_checkpoints_are_append_only BEFORE DELETE OR UPDATE ON ledger_checkpoints
     FOR EACH ROW EXECUTE FUNCTION custody_refuse_ledger_change();

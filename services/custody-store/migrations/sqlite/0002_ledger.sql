@@ -73,3 +73,8 @@ CREATE TRIGGER ledger_checkpoints_are_append_only_d BEFORE DELETE ON ledger_chec
 BEGIN
     SELECT RAISE(ABORT, 'ledger checkpoints are never deleted');
 END;
+
+CREATE TRIGGER ledger_checkpoints_are_append_only_u BEFORE UPDATE ON ledger_checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'ledger checkpoints are never rewritten');
+END;

@@ -22,6 +22,8 @@ pub struct TestApp {
     pub http: String,
     pub ingest: Ingest,
     pub data_dir: PathBuf,
+    /// The configuration the server runs with.
+    pub config: Config,
     /// The ledger's verifier key (Ed25519, signed-note text form).
     pub verifier_key: String,
     pub http_client: reqwest::Client,
@@ -71,7 +73,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     init_test_logging();
     let data_dir = config.data_dir.clone();
     let verifier_key = custody::admin::test_keys(&data_dir).unwrap();
-    let app = custody::build(config).await.expect("server builds");
+    let app = custody::build(config.clone()).await.expect("server builds");
     let addrs = app.addrs().unwrap();
     let ingest = app.ingest().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -83,6 +85,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         http: format!("http://{}", addrs.http),
         ingest,
         data_dir,
+        config,
         verifier_key,
         http_client: reqwest::Client::new(),
         stop: Some(tx),
@@ -102,6 +105,20 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Waits until every queued ledger event is in the log under a signed checkpoint.
+    pub async fn settle_ledger(&self) {
+        let ledger = self.ingest.ledger();
+        for _ in 0..500 {
+            let s = ledger.state().await.unwrap();
+            let pending = ledger.pending().await.unwrap();
+            if pending == 0 && s.checkpoint_size == s.size {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the ledger did not settle in 10 s");
     }
 
     /// Stops the server gracefully and waits for it.
