@@ -5,13 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use custody::client::{Source, Uploader};
 use custody::process::{ServerProcess, sibling_binary};
 use custody_core::ledger::{
     LedgerEntry, LedgerProof, TreeHash, verify_checkpoint, verify_consistency, verify_inclusion,
 };
 use custody_proto::v1 as pb;
-use custody_store::testing;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,18 +43,7 @@ fn declaration(data: &[u8], n: u64) -> pb::BeginRequest {
 }
 
 fn proof_of(r: &pb::Receipt) -> LedgerProof {
-    let l = r.ledger.as_ref().unwrap();
-    let hashes: Vec<TreeHash> = l
-        .inclusion_proof
-        .iter()
-        .map(|h| TreeHash(h.as_ref().try_into().unwrap()))
-        .collect();
-    LedgerProof::new(
-        l.entry.as_bytes(),
-        l.leaf_index,
-        &hashes,
-        l.checkpoint.as_bytes(),
-    )
+    custody::client::receipt_proof(r).expect("every receipt carries a well-formed ledger proof")
 }
 
 fn hashes(v: &serde_json::Value) -> Vec<TreeHash> {
@@ -124,23 +114,7 @@ async fn ledger_killed_during_appends_verifies_and_keeps_every_receipt(real: boo
     let data_dir = dir.path().join("data");
     let mut args: Vec<String> = vec!["--ledger-batch-interval".into(), "20ms".into()];
     if real {
-        let s3 = testing::s3_test_server();
-        let secret = dir.path().join("s3-secret");
-        std::fs::write(&secret, &s3.secret_key).unwrap();
-        args.extend([
-            "--database-url".into(),
-            testing::fresh_postgres_url().await,
-            "--object-store".into(),
-            format!("s3://{}/ledger-e2e-{}", s3.bucket, std::process::id()),
-            "--s3-endpoint".into(),
-            s3.endpoint,
-            "--s3-access-key-id".into(),
-            s3.access_key,
-            "--s3-secret-access-key-file".into(),
-            secret.display().to_string(),
-            "--s3-allow-http".into(),
-            "true".into(),
-        ]);
+        args.extend(common::real_backend_args(dir.path(), "ledger-e2e").await);
     }
     let acked: Arc<Mutex<Vec<pb::Receipt>>> = Arc::default();
     for round in 0..KILLS {

@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use custody::client::{Source, Uploader, hash_file};
 use custody::process::{ServerProcess, sibling_binary};
 use custody_proto::v1 as pb;
-use custody_store::testing;
 use futures::StreamExt;
 use sha2::Digest;
 use std::io::Write;
@@ -40,23 +41,7 @@ async fn server_args(real: bool, dir: &Path) -> Vec<String> {
     .map(String::from)
     .to_vec();
     if real {
-        let s3 = testing::s3_test_server();
-        let secret = dir.join("s3-secret");
-        std::fs::write(&secret, &s3.secret_key).unwrap();
-        args.extend([
-            "--database-url".into(),
-            testing::fresh_postgres_url().await,
-            "--object-store".into(),
-            format!("s3://{}/e2e-{}", s3.bucket, std::process::id()),
-            "--s3-endpoint".into(),
-            s3.endpoint,
-            "--s3-access-key-id".into(),
-            s3.access_key,
-            "--s3-secret-access-key-file".into(),
-            secret.display().to_string(),
-            "--s3-allow-http".into(),
-            "true".into(),
-        ]);
+        args.extend(common::real_backend_args(dir, "e2e").await);
     }
     args
 }

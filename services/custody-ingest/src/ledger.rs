@@ -182,10 +182,11 @@ impl Ledger {
 
     /// A published tile or entry bundle, by its C2SP path (`tile/...`), already parsed and checked.
     pub async fn tile(&self, path: &str) -> Result<Bytes, IngestError> {
-        let key = format!("{LEDGER_PREFIX}/{path}");
-        let (_, _, stream) = self.inner.blobs.get(&key, None).await?;
-        let chunks: Vec<Bytes> = stream.try_collect().await?;
-        Ok(chunks.concat().into())
+        Ok(self
+            .inner
+            .blobs
+            .get_all(&format!("{LEDGER_PREFIX}/{path}"))
+            .await?)
     }
 
     // ---- proofs ----
@@ -439,6 +440,7 @@ impl Sequencer {
     }
 
     /// Integrates and publishes batches until nothing is pending.
+    /// On error the sequencer must be dropped: its caches may be ahead of the log.
     async fn drain(&mut self) -> Result<(), IngestError> {
         let batch_max = self.ledger.inner.config.batch_max;
         loop {
@@ -458,29 +460,29 @@ impl Sequencer {
         }
     }
 
-    async fn head(
-        &mut self,
-        device: Option<&DeviceId>,
-        evidence: Option<EvidenceId>,
-    ) -> Result<Option<u64>, IngestError> {
-        let meta = &self.ledger.inner.meta;
-        if let Some(d) = device {
-            if let Some(h) = self.device_heads.get(d) {
-                return Ok(*h);
-            }
-            let h = meta.last_leaf_of_device(d).await?;
-            self.device_heads.insert(d.clone(), h);
-            return Ok(h);
+    /// The newest leaf about a recorder's evidence: the link of its next entry.
+    async fn device_head(&mut self, device: &DeviceId) -> Result<Option<u64>, IngestError> {
+        if let Some(h) = self.device_heads.get(device) {
+            return Ok(*h);
         }
-        if let Some(e) = evidence {
-            if let Some(h) = self.evidence_heads.get(&e) {
-                return Ok(*h);
-            }
-            let h = meta.last_leaf_of_evidence(e).await?;
-            self.evidence_heads.insert(e, h);
-            return Ok(h);
+        let h = self.ledger.inner.meta.last_leaf_of_device(device).await?;
+        self.device_heads.insert(device.clone(), h);
+        Ok(h)
+    }
+
+    /// The newest leaf about one item.
+    async fn evidence_head(&mut self, evidence: EvidenceId) -> Result<Option<u64>, IngestError> {
+        if let Some(h) = self.evidence_heads.get(&evidence) {
+            return Ok(*h);
         }
-        Ok(None)
+        let h = self
+            .ledger
+            .inner
+            .meta
+            .last_leaf_of_evidence(evidence)
+            .await?;
+        self.evidence_heads.insert(evidence, h);
+        Ok(h)
     }
 
     /// Takes up to `max` pending events into the log. Returns how many.
@@ -499,13 +501,13 @@ impl Sequencer {
         let mut entries = Vec::with_capacity(rows.len());
         let mut pending_ids = Vec::with_capacity(rows.len());
         // Chain links first (database reads); heads are updated as if the batch were already in the
-        // log, and rolled back below if it does not get there.
-        let saved = (self.device_heads.clone(), self.evidence_heads.clone());
+        // log. If it does not get there, this sequencer returns an error and is dropped (`run` starts a
+        // new one from the database), so the caches never outlive a failed batch.
         for (i, row) in rows.into_iter().enumerate() {
             let index = old_size + i as u64;
             let ev = &row.event;
-            let prev_device_leaf = self.head(Some(&row.device_id), None).await?;
-            let prev_evidence_leaf = self.head(None, Some(ev.evidence_id)).await?;
+            let prev_device_leaf = self.device_head(&row.device_id).await?;
+            let prev_evidence_leaf = self.evidence_head(ev.evidence_id).await?;
             self.device_heads.insert(row.device_id.clone(), Some(index));
             self.evidence_heads.insert(ev.evidence_id, Some(index));
             let entry = LedgerEntry {
@@ -554,10 +556,7 @@ impl Sequencer {
             hashes,
             pending_ids,
         };
-        if let Err(e) = self.ledger.inner.meta.integrate(&batch).await {
-            (self.device_heads, self.evidence_heads) = saved;
-            return Err(e.into());
-        }
+        self.ledger.inner.meta.integrate(&batch).await?;
         self.tree = tree;
         Ok(n)
     }

@@ -180,3 +180,21 @@ pub fn hash_file(
         d.size,
     ))
 }
+
+/// A receipt's ledger proof as the offline type whose JSON `custody verify receipt` reads (the inverse of
+/// the gRPC edge's encoding). `None` when the receipt carries no proof or an audit-path hash is not 32
+/// bytes long.
+pub fn receipt_proof(r: &pb::Receipt) -> Option<custody_core::ledger::LedgerProof> {
+    let l = r.ledger.as_ref()?;
+    let hashes = l
+        .inclusion_proof
+        .iter()
+        .map(|h| Some(custody_core::ledger::TreeHash(h.as_ref().try_into().ok()?)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(custody_core::ledger::LedgerProof::new(
+        l.entry.as_bytes(),
+        l.leaf_index,
+        &hashes,
+        l.checkpoint.as_bytes(),
+    ))
+}

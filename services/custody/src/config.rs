@@ -76,6 +76,44 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
 }
 
+/// The flags that name where data lives, shared by every command that opens storage (`serve`,
+/// `verify ledger`); each overrides the same key of the file and environment.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct StorageArgs {
+    /// Directory for the SQLite database and local object store [default: ./custody-data]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Metadata database: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Evidence bytes: a directory, file:///DIR or s3://BUCKET[/PREFIX] [default: DATA_DIR/objects]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<String>,
+    /// S3 endpoint URL (MinIO, Ceph RGW, …)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// S3 access key id
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_access_key_id: Option<String>,
+    /// File holding the S3 secret access key (or set CUSTODY_S3_SECRET_ACCESS_KEY)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Allow a plain-HTTP S3 endpoint
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_allow_http: Option<bool>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {

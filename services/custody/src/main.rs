@@ -92,10 +92,9 @@ enum BenchCommand {
 /// Flags of `serve`; each overrides the same key of the file and environment.
 #[derive(Debug, Args, Serialize)]
 struct ServeArgs {
-    /// Directory for the SQLite database and local object store [default: ./custody-data]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    storage: custody::config::StorageArgs,
     /// HTTP address [default: 0.0.0.0:8080]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,34 +103,6 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_listen: Option<SocketAddr>,
-    /// Metadata database: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    database_url: Option<String>,
-    /// Evidence bytes: a directory, file:///DIR or s3://BUCKET[/PREFIX] [default: DATA_DIR/objects]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    object_store: Option<String>,
-    /// S3 endpoint URL (MinIO, Ceph RGW, …)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    s3_endpoint: Option<String>,
-    /// S3 region [default: us-east-1]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    s3_region: Option<String>,
-    /// S3 access key id
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    s3_access_key_id: Option<String>,
-    /// File holding the S3 secret access key (or set CUSTODY_S3_SECRET_ACCESS_KEY)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    s3_secret_access_key_file: Option<PathBuf>,
-    /// Allow a plain-HTTP S3 endpoint
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    s3_allow_http: Option<bool>,
     /// Largest file an upload may declare [default: 4GiB]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -20,34 +20,9 @@ use std::path::{Path, PathBuf};
 /// Flags of `custody verify ledger`; storage flags override the same keys of the file and environment.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct VerifyLedgerArgs {
-    /// Directory of the embedded defaults (SQLite database and local object store)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// Metadata database: sqlite://PATH or postgres://USER@HOST/DB
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
-    /// Object store: a directory, file:///DIR or s3://BUCKET[/PREFIX]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_store: Option<String>,
-    /// S3 endpoint URL
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub s3_endpoint: Option<String>,
-    /// S3 access key id
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub s3_access_key_id: Option<String>,
-    /// File holding the S3 secret access key (or set CUSTODY_S3_SECRET_ACCESS_KEY)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub s3_secret_access_key_file: Option<PathBuf>,
-    /// Allow a plain-HTTP S3 endpoint
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub s3_allow_http: Option<bool>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub storage: crate::config::StorageArgs,
     /// Verifier key file(s) every checkpoint must be signed with [default: the .pub beside the
     /// configured ledger key(s)]
     #[arg(long = "key")]
@@ -267,7 +242,7 @@ pub async fn check(
                 .append(&row.entry)
                 .map_err(|e| anyhow::anyhow!("recomputing the tree at entry {next}: {e}"))?;
             for (i, h) in &added {
-                let (level, n) = tlog_tiles_split(*i);
+                let (level, n) = custody_core::ledger::split_stored_hash_index(*i);
                 if level % 8 == 0 {
                     tiles.open.entry((level / 8, n >> 8)).or_default().push(*h);
                 }
@@ -524,10 +499,6 @@ fn check_entry(
     }
 }
 
-fn tlog_tiles_split(index: u64) -> (u8, u64) {
-    custody_core::ledger::split_stored_hash_index(index)
-}
-
 /// Tile objects by (level, tile index, is entry bundle).
 type TileObjects = BTreeMap<(u8, u64, bool), Vec<(String, Tile)>>;
 
@@ -574,7 +545,7 @@ async fn check_tile(
     let key = (level, n, false);
     checked.insert(key);
     let want: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
-    check_objects(r, blobs, objects, key, &want, 32, hashes.len() as u64).await;
+    check_objects(r, blobs, objects, key, &want, hashes.len() as u64).await;
 }
 
 async fn check_bundle(
@@ -621,7 +592,6 @@ async fn check_objects(
     objects: &TileObjects,
     key: (u8, u64, bool),
     want: &[u8],
-    item: usize,
     have: u64,
 ) {
     let name = tile_path(&Tile::new(8, key.0, key.1, have as u32, false));
@@ -647,7 +617,7 @@ async fn check_objects(
             continue;
         }
         match blobs.get_all(path).await {
-            Ok(got) if got.as_ref() == &want[..w * item] => {}
+            Ok(got) if got.as_ref() == &want[..w * 32] => {}
             Ok(_) => r.fail(format!(
                 "object {path}: tile differs from the hashes recomputed from the entries"
             )),

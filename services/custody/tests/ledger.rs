@@ -14,21 +14,7 @@ use serde_json::Value;
 
 /// The wire receipt as the offline proof type.
 fn proof_of(r: &pb::Receipt) -> LedgerProof {
-    let l = r
-        .ledger
-        .as_ref()
-        .expect("every receipt carries a ledger proof");
-    let hashes: Vec<TreeHash> = l
-        .inclusion_proof
-        .iter()
-        .map(|h| TreeHash(h.as_ref().try_into().unwrap()))
-        .collect();
-    LedgerProof::new(
-        l.entry.as_bytes(),
-        l.leaf_index,
-        &hashes,
-        l.checkpoint.as_bytes(),
-    )
+    custody::client::receipt_proof(r).expect("every receipt carries a well-formed ledger proof")
 }
 
 fn hash(hex_str: &str) -> TreeHash {
