@@ -9,3 +9,6 @@
 pub mod v1 {
     tonic::include_proto!("custody.v1");
 }
+
+/// Largest message either side sends or accepts: a write chunk of up to a few MiB plus framing.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;

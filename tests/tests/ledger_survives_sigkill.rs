@@ -60,14 +60,19 @@ fn hashes(v: &serde_json::Value) -> Vec<TreeHash> {
 }
 
 /// Uploads and reads as fast as they go until the server dies; returns the receipts it was given.
-async fn load(server: &ServerProcess, first: u64, acked: Arc<Mutex<Vec<pb::Receipt>>>) {
+async fn load(
+    server: &ServerProcess,
+    credential: &str,
+    first: u64,
+    acked: Arc<Mutex<Vec<pb::Receipt>>>,
+) {
     let grpc = server.addrs.grpc;
     let http = format!("http://{}", server.addrs.http);
     let mut tasks = Vec::new();
     for w in 0..6u64 {
-        let acked = acked.clone();
+        let (acked, credential) = (acked.clone(), credential.to_string());
         tasks.push(tokio::spawn(async move {
-            let Ok(mut up) = Uploader::connect(grpc).await else {
+            let Ok(mut up) = Uploader::connect_addr(grpc, &credential).await else {
                 return;
             };
             for i in 0.. {
@@ -117,10 +122,13 @@ async fn ledger_killed_during_appends_verifies_and_keeps_every_receipt(real: boo
         args.extend(common::real_backend_args(dir.path(), "ledger-e2e").await);
     }
     let acked: Arc<Mutex<Vec<pb::Receipt>>> = Arc::default();
+    let mut credential = None;
     for round in 0..KILLS {
         let server = ServerProcess::spawn(&exe, &data_dir, &args).unwrap();
+        let credential =
+            credential.get_or_insert_with(|| server.add_station("ST-09").unwrap());
         let kill_after = Duration::from_millis(100 + rand::random::<u64>() % 500);
-        let load = load(&server, round as u64 * 1_000_000, acked.clone());
+        let load = load(&server, credential, round as u64 * 1_000_000, acked.clone());
         tokio::select! {
             _ = load => panic!("load stopped while the server was up (round {round})"),
             _ = tokio::time::sleep(kill_after) => {}

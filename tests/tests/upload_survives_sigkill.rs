@@ -6,7 +6,7 @@
 
 mod common;
 
-use custody::client::{Source, Uploader, hash_file};
+use custody::client::{Source, Uploader};
 use custody::process::{ServerProcess, sibling_binary};
 use custody_proto::v1 as pb;
 use futures::StreamExt;
@@ -51,13 +51,20 @@ async fn upload_killed_mid_stream_resumes_after_restart(real: bool) {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let file = dir.path().join("recording.mp4");
     write_test_file(&file);
-    let (sha256, sm3, size) = hash_file(&file).unwrap();
-    assert_eq!(size, SIZE);
+    let digests = custody_store::hash_file(&file, true).unwrap();
+    assert_eq!(digests.size, SIZE);
+    let (sha256, sm3) = (
+        digests.sha256.to_hex(),
+        digests.sm3.map(|d| d.to_hex()).unwrap_or_default(),
+    );
     let data_dir = dir.path().join("data");
     let args = server_args(real, dir.path()).await;
 
     let server = ServerProcess::spawn(&exe, &data_dir, &args).unwrap();
-    let mut up = Uploader::connect(server.addrs.grpc).await.unwrap();
+    let credential = server.add_station("ST-01").unwrap();
+    let mut up = Uploader::connect_addr(server.addrs.grpc, &credential)
+        .await
+        .unwrap();
     let req = pb::BeginRequest {
         device_id: "ZFY0001".into(),
         station_id: "ST-01".into(),
@@ -103,7 +110,9 @@ async fn upload_killed_mid_stream_resumes_after_restart(real: bool) {
     );
 
     let server = ServerProcess::spawn(&exe, &data_dir, &args).unwrap();
-    let mut up = Uploader::connect(server.addrs.grpc).await.unwrap();
+    let mut up = Uploader::connect_addr(server.addrs.grpc, &credential)
+        .await
+        .unwrap();
     let q = up.query(&upload_id).await.unwrap();
     let resumed = q.committed_size as u64;
     assert_eq!(q.state(), pb::UploadState::Open);

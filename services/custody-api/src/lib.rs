@@ -1,4 +1,4 @@
-//! The HTTP edge of Custody (axum): the REST API under `/api/v1`, `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (evidence, ledger, stations), `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Handlers parse and answer; the work is done by service crates (`custody-ingest`). This crate never
 //! touches SQL or object storage directly, and turns every error into a response in one place
@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod evidence;
 mod ledger;
+mod stations;
 
 pub use auth::Actor;
 pub use error::ApiError;
@@ -17,7 +18,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use custody_ingest::Ingest;
+use custody_ingest::{Ingest, Stations};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tower_http::trace::TraceLayer;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub ingest: Ingest,
+    pub stations: Stations,
     pub registry: Arc<Registry>,
 }
 
@@ -39,6 +41,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/evidence/{id}/content", get(evidence::content))
         .route("/evidence/{id}/history", get(ledger::history))
         .route("/evidence/{id}/receipt", get(ledger::receipt))
+        .route("/stations", get(stations::list))
+        .route("/stations/{id}", get(stations::get_one))
         .layer(axum::middleware::from_fn(auth::authenticate))
         // The public ledger: proofs for outside verifiers need no credentials.
         .route("/ledger/proof/inclusion", get(ledger::inclusion))

@@ -88,6 +88,11 @@ name_id!(
     StationId,
     "station_id"
 );
+name_id!(
+    /// An officer's badge number (警号), as held on the recorder and in the officer registry.
+    BadgeNo,
+    "badge"
+);
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {

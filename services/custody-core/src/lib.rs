@@ -10,13 +10,15 @@ pub mod evidence;
 pub mod hash;
 pub mod ids;
 pub mod ledger;
+pub mod recorder;
 pub mod sm2note;
+pub mod station;
 pub mod time;
 pub mod upload;
 
 pub use error::{ErrorCode, HasErrorCode};
 pub use evidence::{Evidence, EvidenceFilter, FileName, Importance, MediaType, content_path};
 pub use hash::{ContentHasher, Digests, HashAlgorithm, ParseDigestError, Sha256, Sm3};
-pub use ids::{DeviceId, EvidenceId, IdError, StationId, UploadId};
+pub use ids::{BadgeNo, DeviceId, EvidenceId, IdError, StationId, UploadId};
 pub use time::Timestamp;
 pub use upload::{Upload, UploadDeclaration, UploadState, WriteRefusal, check_write};

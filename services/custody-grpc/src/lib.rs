@@ -12,12 +12,14 @@ pub use upload::UploadService;
 
 use custody_proto::v1::upload_server::UploadServer;
 
-/// Largest message a client may send (a write chunk plus framing).
-pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+pub use custody_proto::MAX_MESSAGE_BYTES;
 
-/// The tonic server for `custody.v1.Upload`.
-pub fn upload_server(ingest: custody_ingest::Ingest) -> UploadServer<UploadService> {
-    UploadServer::new(UploadService::new(ingest))
+/// The tonic server for `custody.v1.Upload`; stations authenticate against `stations`.
+pub fn upload_server(
+    ingest: custody_ingest::Ingest,
+    stations: custody_ingest::Stations,
+) -> UploadServer<UploadService> {
+    UploadServer::new(UploadService::new(ingest, stations))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

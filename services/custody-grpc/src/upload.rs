@@ -3,20 +3,46 @@ use custody_core::{
     DeviceId, FileName, Importance, MediaType, Sha256, Sm3, StationId, Timestamp,
     UploadDeclaration, UploadId, UploadState,
 };
-use custody_ingest::{BeginOutcome, Ingest, Receipt};
+use custody_ingest::{BeginOutcome, Ingest, IngestError, Receipt, StationCredential, Stations};
 use custody_proto::v1 as pb;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-/// `custody.v1.Upload`: resumable evidence upload.
+/// `custody.v1.Upload`: resumable evidence upload. Every call must carry a station credential
+/// (`authorization: Bearer <station id>:<secret>`), and a station may touch only its own uploads.
 #[derive(Debug, Clone)]
 pub struct UploadService {
     ingest: Ingest,
+    stations: Stations,
 }
 
 impl UploadService {
-    pub fn new(ingest: Ingest) -> Self {
-        Self { ingest }
+    pub fn new(ingest: Ingest, stations: Stations) -> Self {
+        Self { ingest, stations }
+    }
+
+    /// The station making the request, from its credential.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<StationId, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                to_status(IngestError::Unauthenticated(
+                    "this call needs a station credential: send the metadata \
+                     `authorization: Bearer <station id>:<secret>` (`custody admin station add` issues one)"
+                        .into(),
+                ))
+            })?
+            .to_str()
+            .map_err(|_| invalid("authorization: not ASCII text"))?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            to_status(IngestError::Unauthenticated(
+                "authorization: expected `Bearer <station id>:<secret>`".into(),
+            ))
+        })?;
+        let cred = StationCredential::parse(token)
+            .map_err(|e| to_status(IngestError::Unauthenticated(e)))?;
+        self.stations.authenticate(&cred).await.map_err(to_status)
     }
 }
 
@@ -132,8 +158,14 @@ impl pb::upload_server::Upload for UploadService {
         &self,
         request: Request<pb::BeginRequest>,
     ) -> Result<Response<pb::BeginResponse>, Status> {
-        // Authentication of stations arrives with the station credentials; it will check the caller here.
+        let station = self.caller(&request).await?;
         let decl = declaration(request.into_inner(), self.ingest.config().max_upload_size)?;
+        if decl.station_id != station {
+            return Err(to_status(IngestError::PermissionDenied(format!(
+                "station_id: the credential is station {station}'s, but the upload declares station {}",
+                decl.station_id
+            ))));
+        }
         let result = match self.ingest.begin(decl).await.map_err(to_status)? {
             BeginOutcome::Session {
                 upload_id,
@@ -155,6 +187,7 @@ impl pb::upload_server::Upload for UploadService {
         &self,
         request: Request<Streaming<pb::WriteRequest>>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let station = self.caller(&request).await?;
         let mut stream = request.into_inner();
         let Some(first) = stream.next().await else {
             return Err(invalid(
@@ -163,7 +196,7 @@ impl pb::upload_server::Upload for UploadService {
         };
         let first = first?;
         let id = parse_upload_id(&first.upload_id)?;
-        let mut writer = self.ingest.writer(id).await.map_err(to_status)?;
+        let mut writer = self.ingest.writer(id, &station).await.map_err(to_status)?;
         let id_str = id.to_string();
         let mut next = Some(Ok(first));
         // Every path out of this loop finishes the writer, so bytes received before an error or a broken
@@ -212,8 +245,9 @@ impl pb::upload_server::Upload for UploadService {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
+        let station = self.caller(&request).await?;
         let id = parse_upload_id(&request.into_inner().upload_id)?;
-        let u = self.ingest.query(id).await.map_err(to_status)?;
+        let u = self.ingest.query(id, &station).await.map_err(to_status)?;
         Ok(Response::new(pb::QueryResponse {
             committed_size: size_i64(u.committed_size),
             state: state(u.state).into(),
@@ -227,8 +261,9 @@ impl pb::upload_server::Upload for UploadService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
+        let station = self.caller(&request).await?;
         let id = parse_upload_id(&request.into_inner().upload_id)?;
-        let r = self.ingest.commit(id).await.map_err(to_status)?;
+        let r = self.ingest.commit(id, &station).await.map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse {
             receipt: Some(receipt(&r)),
         }))

@@ -7,6 +7,12 @@ use custody_store::StoreError;
 pub enum IngestError {
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("station {0} is not registered")]
+    UnknownStation(custody_core::StationId),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("upload {0} does not exist")]
     UnknownUpload(UploadId),
     #[error("evidence {0} does not exist")]
@@ -59,7 +65,11 @@ impl HasErrorCode for IngestError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            Self::UnknownUpload(_) | Self::UnknownEvidence(_) => ErrorCode::NotFound,
+            Self::UnknownUpload(_) | Self::UnknownEvidence(_) | Self::UnknownStation(_) => {
+                ErrorCode::NotFound
+            }
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::NotOpen { .. } | Self::Incomplete { .. } => ErrorCode::FailedPrecondition,
             Self::Refused { refusal, .. } => match refusal {
                 WriteRefusal::NegativeOffset { .. } => ErrorCode::InvalidArgument,

@@ -12,16 +12,18 @@
 mod error;
 pub mod ledger;
 mod metrics;
+pub mod stations;
 
 /// Paging types of evidence listings, re-exported so that transports need not depend on the store.
 pub use custody_store::{EvidencePage, PageCursor};
 pub use error::IngestError;
 pub use ledger::{HistoryItem, Ledger, LedgerConfig, LedgerKeys};
 pub use metrics::IngestMetrics;
+pub use stations::{StationCredential, StationView, Stations};
 
 use bytes::Bytes;
 use custody_core::{
-    Digests, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, Timestamp, Upload,
+    Digests, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, StationId, Timestamp, Upload,
     UploadDeclaration, UploadId, UploadState, check_write, content_path,
 };
 use custody_store::{Blobs, Checkpoint, Metadata, StagedWriter, StoreError};
@@ -263,29 +265,39 @@ impl Ingest {
         })
     }
 
-    async fn load(&self, id: UploadId) -> Result<Upload, IngestError> {
-        self.inner
+    /// An upload, as long as `by` (the station asking) is the station that declared it: a station may
+    /// touch only its own uploads.
+    async fn load(&self, id: UploadId, by: &StationId) -> Result<Upload, IngestError> {
+        let u = self
+            .inner
             .meta
             .get_upload(id)
             .await?
-            .ok_or(IngestError::UnknownUpload(id))
+            .ok_or(IngestError::UnknownUpload(id))?;
+        if &u.declaration.station_id != by {
+            return Err(IngestError::PermissionDenied(format!(
+                "upload {id} belongs to station {}, not to {by}",
+                u.declaration.station_id
+            )));
+        }
+        Ok(u)
     }
 
-    /// The stored state of an upload.
-    pub async fn query(&self, id: UploadId) -> Result<Upload, IngestError> {
-        let r = self.load(id).await;
+    /// The stored state of an upload of station `by`.
+    pub async fn query(&self, id: UploadId, by: &StationId) -> Result<Upload, IngestError> {
+        let r = self.load(id, by).await;
         self.observe("query", r)
     }
 
-    /// Opens an upload for writing. Only one writer per upload at a time.
-    pub async fn writer(&self, id: UploadId) -> Result<UploadWriter, IngestError> {
-        let r = self.writer_inner(id).await;
+    /// Opens an upload of station `by` for writing. Only one writer per upload at a time.
+    pub async fn writer(&self, id: UploadId, by: &StationId) -> Result<UploadWriter, IngestError> {
+        let r = self.writer_inner(id, by).await;
         self.observe("write", r)
     }
 
-    async fn writer_inner(&self, id: UploadId) -> Result<UploadWriter, IngestError> {
+    async fn writer_inner(&self, id: UploadId, by: &StationId) -> Result<UploadWriter, IngestError> {
         let guard = self.claim(id)?;
-        let upload = self.load(id).await?;
+        let upload = self.load(id, by).await?;
         if upload.state != UploadState::Open {
             return Err(IngestError::NotOpen {
                 id,
@@ -309,18 +321,19 @@ impl Ingest {
         })
     }
 
-    /// Verifies the stored bytes against the declaration and makes them evidence. Safe to retry: every
+    /// Verifies the stored bytes of station `by`'s upload against the declaration and makes them
+    /// evidence. Safe to retry: every
     /// step is idempotent, and a commit interrupted by a crash completes on the next call.
-    pub async fn commit(&self, id: UploadId) -> Result<Receipt, IngestError> {
-        let r = self.commit_inner(id).await;
+    pub async fn commit(&self, id: UploadId, by: &StationId) -> Result<Receipt, IngestError> {
+        let r = self.commit_inner(id, by).await;
         if r.is_ok() {
             self.inner.metrics.commits.inc();
         }
         self.observe("commit", r)
     }
 
-    async fn commit_inner(&self, id: UploadId) -> Result<Receipt, IngestError> {
-        let upload = self.load(id).await?;
+    async fn commit_inner(&self, id: UploadId, by: &StationId) -> Result<Receipt, IngestError> {
+        let upload = self.load(id, by).await?;
         match upload.state {
             UploadState::Committed => return self.receipt_of_committed(&upload).await,
             UploadState::Failed | UploadState::Expired => {
@@ -345,7 +358,7 @@ impl Ingest {
         if !meta.begin_commit(id, &upload.staging, now()).await? {
             // Another replica committed, failed or expired it meanwhile: answer from its new state.
             drop(guard);
-            return Box::pin(self.commit_inner(id)).await;
+            return Box::pin(self.commit_inner(id, by)).await;
         }
         let with_sm3 = decl.sm3.is_some() || self.inner.config.always_sm3;
         let digests = match blobs.stage_seal(id, &upload.staging, decl.size).await {

@@ -5,6 +5,9 @@ use custody_core::{ErrorCode, HasErrorCode};
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
+    /// A row with the same key exists and may not be created again.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
     /// A compare-and-set lost to a concurrent writer.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -42,6 +45,7 @@ impl HasErrorCode for StoreError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Conflict(_) => ErrorCode::Aborted,
             Self::Full(_) => ErrorCode::ResourceExhausted,
             Self::Database { source, .. } if is_connection_error(source) => ErrorCode::Unavailable,

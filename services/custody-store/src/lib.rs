@@ -1,4 +1,4 @@
-//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence) in SQLite or PostgreSQL
+//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations) in SQLite or PostgreSQL
 //! behind one API, with migrations per backend embedded and run at start-up. [`Blobs`] keeps bytes in an
 //! object store (local disk or any S3-compatible server) and gives uploads a resumable, durable staging
 //! area on both.
@@ -10,6 +10,7 @@ mod blobs;
 mod error;
 mod ledger;
 mod meta;
+mod stations;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -20,3 +21,4 @@ pub use ledger::{
     StoredEntry,
 };
 pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};
+pub use stations::{StationRecord, StationSecret};

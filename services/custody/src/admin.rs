@@ -1,7 +1,8 @@
 //! `custody admin`: operator commands that change keys and registries.
 
 use anyhow::Context;
-use custody_ingest::LedgerKeys;
+use custody_core::StationId;
+use custody_ingest::{LedgerKeys, StationCredential, Stations};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -160,6 +161,141 @@ pub fn load_ledger_keys(ed25519: &Path, sm2: Option<&Path>) -> anyhow::Result<Le
         signing,
         verifiers,
     })
+}
+
+/// `custody admin station ...`: what to do with the station registry.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StationCommand {
+    /// Register a docking station and print its credential (shown once: put it in the station's
+    /// configuration). The station presents it on every upload and as its MQTT login.
+    Add {
+        /// Station id, as configured on the station (letters, digits, - _ . :)
+        id: String,
+        /// A name people recognise, e.g. "福田大队 1 号采集站"
+        #[arg(long)]
+        name: String,
+        /// Also write the credential to this file (owner-only), e.g. for the station's credential_file
+        #[arg(long)]
+        credential_out: Option<PathBuf>,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// Issue a new credential for a station; the old one stops working at once.
+    Rotate {
+        id: String,
+        #[arg(long)]
+        credential_out: Option<PathBuf>,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// Revoke a station's credential (rotate issues a new one).
+    Disable {
+        id: String,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// List registered stations with their last heartbeat.
+    List {
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+}
+
+/// Runs a station registry command against the configured database (the same settings as `serve`).
+pub async fn station(
+    config_file: &Path,
+    explicit: bool,
+    cmd: StationCommand,
+) -> anyhow::Result<()> {
+    let storage = match &cmd {
+        StationCommand::Add { storage, .. }
+        | StationCommand::Rotate { storage, .. }
+        | StationCommand::Disable { storage, .. }
+        | StationCommand::List { storage } => storage.clone(),
+    };
+    let config = crate::Config::load(config_file, explicit, &storage)?;
+    let db_url = config.database_url();
+    if let Some(dir) = db_url.strip_prefix("sqlite://").and_then(|p| Path::new(p).parent()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let meta = custody_store::Metadata::connect(&db_url, 2)
+        .await
+        .with_context(|| format!("opening database {}", crate::config::redact_url(&db_url)))?;
+    let stations = Stations::new(meta.clone());
+    let id = |s: &str| StationId::parse(s).map_err(|e| anyhow::anyhow!("{e}"));
+    let result = match cmd {
+        StationCommand::Add {
+            id: sid,
+            name,
+            credential_out,
+            ..
+        } => {
+            let cred = stations.add(id(&sid)?, &name).await?;
+            show_credential(&cred, credential_out.as_deref())
+        }
+        StationCommand::Rotate {
+            id: sid,
+            credential_out,
+            ..
+        } => {
+            let cred = stations.rotate(id(&sid)?).await?;
+            show_credential(&cred, credential_out.as_deref())
+        }
+        StationCommand::Disable { id: sid, .. } => {
+            stations.disable(&id(&sid)?).await?;
+            println!("station {sid}: credential revoked");
+            Ok(())
+        }
+        StationCommand::List { .. } => {
+            let mut after: Option<StationId> = None;
+            println!("{:<24} {:<8} {:<28} name", "id", "state", "last heartbeat");
+            loop {
+                let page = stations.list(after.as_ref(), 500).await?;
+                for s in &page {
+                    let state = if s.disabled {
+                        "disabled"
+                    } else if s.online {
+                        "online"
+                    } else {
+                        "offline"
+                    };
+                    let hb = s
+                        .heartbeat_received_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "never".into());
+                    println!("{:<24} {:<8} {:<28} {}", s.id, state, hb, s.name);
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => after = Some(last.id.clone()),
+                    _ => break,
+                }
+            }
+            Ok(())
+        }
+    };
+    meta.close().await;
+    result
+}
+
+fn show_credential(cred: &StationCredential, out: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = out {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(f, "{}", cred.token())?;
+        f.sync_all()?;
+        eprintln!("credential written to {}", path.display());
+    }
+    eprintln!(
+        "station {}: credential issued (shown once; configure it on the station, keep it secret)",
+        cred.station_id
+    );
+    println!("{}", cred.token());
+    Ok(())
 }
 
 fn signed_note_name_ok(name: &str) -> bool {

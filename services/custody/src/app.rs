@@ -4,7 +4,7 @@
 use crate::config::Config;
 use anyhow::Context;
 use custody_api::ApiState;
-use custody_ingest::{Ingest, IngestConfig, IngestMetrics, Ledger, LedgerConfig};
+use custody_ingest::{Ingest, IngestConfig, IngestMetrics, Ledger, LedgerConfig, Stations};
 use custody_store::{BlobConfig, Blobs, Metadata};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -20,6 +20,7 @@ pub struct App {
     http: TcpListener,
     grpc: TcpListener,
     ingest: Ingest,
+    stations: Stations,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
@@ -102,6 +103,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         },
         metrics,
     );
+    let stations = Stations::new(meta.clone());
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding http_listen {}", config.http_listen))?;
@@ -112,6 +114,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         http,
         grpc,
         ingest,
+        stations,
         meta,
         registry: Arc::new(registry),
         config,
@@ -128,6 +131,10 @@ impl App {
 
     pub fn ingest(&self) -> &Ingest {
         &self.ingest
+    }
+
+    pub fn stations(&self) -> &Stations {
+        &self.stations
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish (an upload
@@ -147,6 +154,7 @@ impl App {
 
         let api = custody_api::router(ApiState {
             ingest: self.ingest.clone(),
+            stations: self.stations.clone(),
             registry: self.registry.clone(),
         });
         let http = tokio::spawn(custody_api::serve(
@@ -162,7 +170,10 @@ impl App {
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(32 << 20))
                 .max_frame_size(Some((1 << 20) - 1))
-                .add_service(custody_grpc::upload_server(self.ingest.clone()))
+                .add_service(custody_grpc::upload_server(
+                    self.ingest.clone(),
+                    self.stations.clone(),
+                ))
                 .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned()),
         );
 

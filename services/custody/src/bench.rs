@@ -147,13 +147,17 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
         .collect();
     let server = ServerProcess::spawn(&exe, &work.path().join("server"), &extra)?;
     let grpc = server.addrs.grpc;
+    let credential = server.add_station("bench")?;
 
     let t = Instant::now();
     let mut tasks = Vec::new();
     for (i, g) in gens.into_iter().enumerate() {
         let sha256 = digests[i].clone();
+        let credential = credential.clone();
         tasks.push(tokio::spawn(async move {
-            let mut up = Uploader::connect(grpc).await?.with_chunk_size(chunk);
+            let mut up = Uploader::connect_addr(grpc, &credential)
+                .await?
+                .with_chunk_size(chunk);
             let req = pb::BeginRequest {
                 device_id: format!("BENCH{i:04}"),
                 station_id: "bench".into(),

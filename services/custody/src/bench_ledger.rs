@@ -417,6 +417,7 @@ async fn upload(ingest: &Ingest, i: usize, size: u64) -> anyhow::Result<(Duratio
         importance: Importance::Normal,
         media_type: MediaType::Video,
     };
+    let station = decl.station_id.clone();
     let upload_id = match ingest.begin(decl).await? {
         BeginOutcome::Session { upload_id, .. } => upload_id,
         BeginOutcome::Existing(r) => {
@@ -426,7 +427,7 @@ async fn upload(ingest: &Ingest, i: usize, size: u64) -> anyhow::Result<(Duratio
             )
         }
     };
-    let mut w = ingest.writer(upload_id).await?;
+    let mut w = ingest.writer(upload_id, &station).await?;
     w.write(0, Bytes::from(data)).await?;
     let committed = w.finish().await?;
     anyhow::ensure!(
@@ -434,7 +435,7 @@ async fn upload(ingest: &Ingest, i: usize, size: u64) -> anyhow::Result<(Duratio
         "upload {i}: {committed} of {size} bytes durable after finish"
     );
     let t = Instant::now();
-    let receipt = ingest.commit(upload_id).await?;
+    let receipt = ingest.commit(upload_id, &station).await?;
     Ok((t.elapsed(), receipt))
 }
 

@@ -7,7 +7,8 @@ pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod bench_ledger;
-pub mod client;
+/// The upload client, re-exported for the benchmarks and tests that drive a server.
+pub use custody_client as client;
 pub mod config;
 pub mod process;
 pub mod verify;

@@ -79,6 +79,10 @@ enum AdminCommand {
         #[arg(long)]
         sm2: bool,
     },
+    /// Docking stations: register one and issue its credential, rotate or revoke a credential, list.
+    /// Uses the same storage settings as `serve` (config file, CUSTODY_* variables, these flags).
+    #[command(subcommand)]
+    Station(custody::admin::StationCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +184,13 @@ mod opt_duration {
     }
 }
 
+impl Cli {
+    /// Whether the configuration file was named (so a missing one is an error) rather than defaulted.
+    fn config_is_explicit(&self) -> bool {
+        std::env::var_os("CUSTODY_CONFIG").is_some() || self.config != Path::new("custody.toml")
+    }
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -192,13 +203,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let explicit = cli.config_is_explicit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
         Command::Serve(args) => {
-            let explicit = std::env::var_os("CUSTODY_CONFIG").is_some()
-                || cli.config != Path::new("custody.toml");
             let config = Config::load(&cli.config, explicit, &*args)?;
             custody::init_logging(&config.log, config.log_format == LogFormat::Json);
             tracing::info!(?config, "starting custody {}", env!("CARGO_PKG_VERSION"));
@@ -219,6 +229,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", std::fs::read_to_string(&vkey)?.trim());
             Ok(())
         }
+        Command::Admin(AdminCommand::Station(cmd)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::admin::station(&cli.config, explicit, cmd))
+        }
         Command::Verify(VerifyCommand::Receipt { file, keys }) => {
             let report = custody::verify::receipt(&file, &keys)?;
             println!("{report}");
@@ -226,8 +240,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify(VerifyCommand::Ledger(args)) => {
             custody::init_logging("warn", false);
-            let explicit = std::env::var_os("CUSTODY_CONFIG").is_some()
-                || cli.config != Path::new("custody.toml");
             let ok = runtime.block_on(custody::verify::ledger(&cli.config, explicit, *args))?;
             if ok {
                 Ok(())

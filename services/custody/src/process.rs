@@ -12,6 +12,40 @@ use std::time::{Duration, Instant};
 pub struct ServerProcess {
     child: Child,
     pub addrs: BoundAddrs,
+    exe: PathBuf,
+    data_dir: PathBuf,
+    /// The storage flags among the extra arguments, for `custody admin` commands on the same storage.
+    storage_args: Vec<String>,
+}
+
+/// The flags of `custody serve` that name where data lives (`config::StorageArgs`), each with a value.
+const STORAGE_FLAGS: &[&str] = &[
+    "--data-dir",
+    "--database-url",
+    "--object-store",
+    "--s3-endpoint",
+    "--s3-region",
+    "--s3-access-key-id",
+    "--s3-secret-access-key-file",
+    "--s3-allow-http",
+];
+
+/// The storage flags (and their values) among `args`.
+fn storage_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let name = a.split('=').next().unwrap_or(a);
+        if STORAGE_FLAGS.contains(&name) {
+            out.push(a.clone());
+            if !a.contains('=')
+                && let Some(v) = it.next()
+            {
+                out.push(v.clone());
+            }
+        }
+    }
+    out
 }
 
 impl ServerProcess {
@@ -49,6 +83,9 @@ impl ServerProcess {
                 http: ([0, 0, 0, 0], 0).into(),
                 grpc: ([0, 0, 0, 0], 0).into(),
             },
+            exe: exe.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            storage_args: storage_args(extra),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -69,6 +106,24 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Registers a docking station in this server's storage with `custody admin station add`, as an
+    /// operator would, and returns its credential.
+    pub fn add_station(&self, id: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.exe)
+            .args(["admin", "station", "add", id, "--name", id, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.storage_args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} admin station add", self.exe.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "custody admin station add {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
     }
 
     pub fn pid(&self) -> u32 {
@@ -123,4 +178,26 @@ pub fn sibling_binary() -> anyhow::Result<PathBuf> {
         exe.display()
     );
     Ok(exe)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn storage_flags_are_picked_out_of_server_arguments() {
+        let args: Vec<String> = [
+            "--database-url",
+            "postgres://x",
+            "--upload-flush-bytes",
+            "1MiB",
+            "--s3-allow-http=true",
+            "--object-store",
+            "s3://b",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            super::storage_args(&args),
+            ["--database-url", "postgres://x", "--s3-allow-http=true", "--object-store", "s3://b"]
+        );
+    }
 }

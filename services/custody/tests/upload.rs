@@ -73,6 +73,10 @@ async fn bytes_already_stored_are_answered_with_the_existing_receipt_and_not_sen
     // Another station offloads the same file: Begin answers with a receipt at once.
     let mut again = begin_request(&data, "ZFY001");
     again.station_id = "ST-02".into();
+    let st02 = app.add_station("ST-02").await;
+    let mut up = custody::client::Uploader::connect_addr(app.grpc, &st02)
+        .await
+        .unwrap();
     match up.begin(again).await.unwrap() {
         pb::begin_response::Result::Receipt(r) => {
             assert_eq!(r.evidence_id, first.evidence_id);
@@ -313,9 +317,15 @@ async fn writes_at_wrong_offsets_or_past_the_end_are_refused_and_keep_what_was_c
     );
 
     // A negative offset, an unknown and a malformed upload id.
-    let mut raw = pb::upload_client::UploadClient::connect(format!("http://{}", app.grpc))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut raw = pb::upload_client::UploadClient::with_interceptor(
+        channel,
+        custody::client::Bearer::new(&app.station_credential).unwrap(),
+    );
     let neg = pb::WriteRequest {
         upload_id: s.upload_id.clone(),
         offset: -1,
@@ -463,4 +473,107 @@ async fn a_full_disk_refuses_the_upload_with_resource_exhausted_and_keeps_stored
     assert_eq!(stored.concat(), small);
     app.shutdown().await;
     drop(disk);
+}
+
+async fn uploads_without_a_valid_station_credential_are_refused(backends: Backends) {
+    let app = spawn_app(backends).await;
+    let data = bytes(1000, 9);
+
+    // No credential at all.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut bare = pb::upload_client::UploadClient::new(channel);
+    let err = bare
+        .begin(begin_request(&data, "ZFY001"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("needs a station credential"),
+        "{}",
+        err.message()
+    );
+
+    // A wrong secret, a malformed credential.
+    let wrong = format!("ST-01:{}", "00".repeat(32));
+    for (cred, says) in [(wrong.as_str(), "ST-01"), ("garbage", "expected")] {
+        let mut up = custody::client::Uploader::connect_addr(app.grpc, cred)
+            .await
+            .unwrap();
+        let err = up
+            .upload(begin_request(&data, "ZFY001"), &source(&data))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+
+    // A revoked credential stops working at once; a rotated one works.
+    let st01 = custody_core::StationId::parse("ST-01").unwrap();
+    app.stations.disable(&st01).await.unwrap();
+    let err = app
+        .uploader()
+        .await
+        .begin(begin_request(&data, "ZFY001"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert_eq!(evidence_count(&app).await, 0);
+    let fresh = app.stations.rotate(st01).await.unwrap().token();
+    let mut up = custody::client::Uploader::connect_addr(app.grpc, &fresh)
+        .await
+        .unwrap();
+    up.upload(begin_request(&data, "ZFY001"), &source(&data))
+        .await
+        .unwrap();
+    assert_eq!(evidence_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn uploads_without_a_valid_station_credential_are_refused_on_sqlite_and_disk() {
+    uploads_without_a_valid_station_credential_are_refused(Backends::Embedded).await;
+}
+
+#[tokio::test]
+async fn uploads_without_a_valid_station_credential_are_refused_on_postgres_and_s3() {
+    uploads_without_a_valid_station_credential_are_refused(Backends::Real).await;
+}
+
+#[tokio::test]
+async fn a_station_cannot_declare_for_or_touch_another_stations_upload() {
+    let app = spawn_app(Backends::Embedded).await;
+    let other = app.add_station("ST-02").await;
+    let data = bytes(1 << 20, 3);
+    let mut st1 = app.uploader().await;
+    let s = session(st1.begin(begin_request(&data, "ZFY001")).await.unwrap());
+    let mut st2 = custody::client::Uploader::connect_addr(app.grpc, &other)
+        .await
+        .unwrap();
+
+    let err = st2.begin(begin_request(&data, "ZFY001")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("ST-02") && err.message().contains("ST-01"),
+        "{}",
+        err.message()
+    );
+    let err = st2
+        .write(&s.upload_id, &source(&data), 0, 100)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = st2.query(&s.upload_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = st2.commit(&s.upload_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("belongs to station ST-01"), "{}", err.message());
+
+    // Its own station finishes it untouched.
+    st1.write(&s.upload_id, &source(&data), 0, data.len() as u64)
+        .await
+        .unwrap();
+    st1.commit(&s.upload_id).await.unwrap();
 }

@@ -26,6 +26,9 @@ pub struct TestApp {
     pub config: Config,
     /// The ledger's verifier key (Ed25519, signed-note text form).
     pub verifier_key: String,
+    /// The credential of station `ST-01`, registered at start.
+    pub station_credential: String,
+    pub stations: custody_ingest::Stations,
     pub http_client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -76,6 +79,12 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let app = custody::build(config.clone()).await.expect("server builds");
     let addrs = app.addrs().unwrap();
     let ingest = app.ingest().clone();
+    let stations = app.stations().clone();
+    let station_credential = stations
+        .add(custody_core::StationId::parse("ST-01").unwrap(), "test station")
+        .await
+        .unwrap()
+        .token();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
         let _ = rx.await;
@@ -87,6 +96,8 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         data_dir,
         config,
         verifier_key,
+        station_credential,
+        stations,
         http_client: reqwest::Client::new(),
         stop: Some(tx),
         task: Some(task),
@@ -95,8 +106,20 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
 }
 
 impl TestApp {
+    /// An upload client authenticated as station `ST-01`.
     pub async fn uploader(&self) -> Uploader {
-        Uploader::connect(self.grpc).await.unwrap()
+        Uploader::connect_addr(self.grpc, &self.station_credential)
+            .await
+            .unwrap()
+    }
+
+    /// Registers another station and returns its credential.
+    pub async fn add_station(&self, id: &str) -> String {
+        self.stations
+            .add(custody_core::StationId::parse(id).unwrap(), id)
+            .await
+            .unwrap()
+            .token()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
