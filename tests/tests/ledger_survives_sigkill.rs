@@ -125,8 +125,7 @@ async fn ledger_killed_during_appends_verifies_and_keeps_every_receipt(real: boo
     let mut credential = None;
     for round in 0..KILLS {
         let server = ServerProcess::spawn(&exe, &data_dir, &args).unwrap();
-        let credential =
-            credential.get_or_insert_with(|| server.add_station("ST-09").unwrap());
+        let credential = credential.get_or_insert_with(|| server.add_station("ST-09").unwrap());
         let kill_after = Duration::from_millis(100 + rand::random::<u64>() % 500);
         let load = load(&server, credential, round as u64 * 1_000_000, acked.clone());
         tokio::select! {

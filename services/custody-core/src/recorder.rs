@@ -172,10 +172,11 @@ const NAME_FORM: &str = "<device>_<yyyymmddhhmmss>_<seq>[_IMP|_MED].<ext>";
 impl MediaName {
     /// Parses a media file name. The device number may itself contain `_`: the name is read from the end.
     pub fn parse(name: &str) -> Result<Self, LayoutError> {
-        let bad = |why: &str| LayoutError(format!("file name {name:?}: {why}; expected {NAME_FORM}"));
+        let bad =
+            |why: &str| LayoutError(format!("file name {name:?}: {why}; expected {NAME_FORM}"));
         let (stem, ext) = name.rsplit_once('.').ok_or_else(|| bad("no extension"))?;
-        let media_type =
-            media_type_of_ext(ext).ok_or_else(|| bad(&format!("{ext:?} is not a media extension")))?;
+        let media_type = media_type_of_ext(ext)
+            .ok_or_else(|| bad(&format!("{ext:?} is not a media extension")))?;
         let mut parts: Vec<&str> = stem.split('_').collect();
         let importance = match parts.last().map(|p| p.to_ascii_uppercase()) {
             Some(m) if m == "IMP" => {

@@ -295,7 +295,11 @@ impl Ingest {
         self.observe("write", r)
     }
 
-    async fn writer_inner(&self, id: UploadId, by: &StationId) -> Result<UploadWriter, IngestError> {
+    async fn writer_inner(
+        &self,
+        id: UploadId,
+        by: &StationId,
+    ) -> Result<UploadWriter, IngestError> {
         let guard = self.claim(id)?;
         let upload = self.load(id, by).await?;
         if upload.state != UploadState::Open {

@@ -57,8 +57,7 @@ impl StationCredential {
 
     /// Builds a credential from a station id and its secret in hex (an MQTT login).
     pub fn from_parts(id: &str, secret_hex: &str) -> Result<Self, String> {
-        let station_id =
-            StationId::parse(id).map_err(|e| format!("station credential: {e}"))?;
+        let station_id = StationId::parse(id).map_err(|e| format!("station credential: {e}"))?;
         let mut secret = [0u8; 32];
         hex::decode_to_slice(secret_hex.trim(), &mut secret).map_err(|_| {
             format!("station credential of {station_id}: the secret must be 64 hex digits")
@@ -166,8 +165,7 @@ impl Stations {
         topic_station: &StationId,
         payload: &[u8],
     ) -> Result<(), IngestError> {
-        let report =
-            SlotsReport::decode(payload).map_err(|e| IngestError::InvalidArgument(e.0))?;
+        let report = SlotsReport::decode(payload).map_err(|e| IngestError::InvalidArgument(e.0))?;
         check_same_station(topic_station, &report.station_id)?;
         let json = String::from_utf8(report.encode()).unwrap_or_default();
         if !self
@@ -250,7 +248,10 @@ fn check_same_station(topic: &StationId, body: &StationId) -> Result<(), IngestE
 
 fn view(r: StationRecord, now: Timestamp) -> Result<StationView, IngestError> {
     let corrupt = |what: &str, e: String| {
-        IngestError::Internal(format!("stored {what} of station {} is unreadable: {e}", r.id))
+        IngestError::Internal(format!(
+            "stored {what} of station {} is unreadable: {e}",
+            r.id
+        ))
     };
     let heartbeat = r
         .heartbeat
@@ -264,8 +265,8 @@ fn view(r: StationRecord, now: Timestamp) -> Result<StationView, IngestError> {
         .transpose()?;
     let online = match (&heartbeat, r.heartbeat_at) {
         (Some(hb), Some(at)) if hb.online && r.disabled_at.is_none() => {
-            let window = i64::try_from(hb.interval_s.max(1).saturating_mul(3_000_000))
-                .unwrap_or(i64::MAX);
+            let window =
+                i64::try_from(hb.interval_s.max(1).saturating_mul(3_000_000)).unwrap_or(i64::MAX);
             at.saturating_add_micros(window) >= now
         }
         _ => false,

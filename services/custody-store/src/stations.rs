@@ -113,8 +113,7 @@ impl Metadata {
 
     /// Revokes a station's credential. `NotFound` for an unknown station.
     pub async fn disable_station(&self, id: &StationId, now: Timestamp) -> Result<(), StoreError> {
-        let sql =
-            "UPDATE stations SET disabled_at = COALESCE(disabled_at, $1) WHERE id = $2";
+        let sql = "UPDATE stations SET disabled_at = COALESCE(disabled_at, $1) WHERE id = $2";
         let n = on_pool!(self, p => sqlx::query(sql)
             .bind(now.unix_micros())
             .bind(id.as_str())
@@ -129,7 +128,10 @@ impl Metadata {
     }
 
     /// The secret hash of a station, or `None` when no such station is registered.
-    pub async fn station_secret(&self, id: &StationId) -> Result<Option<StationSecret>, StoreError> {
+    pub async fn station_secret(
+        &self,
+        id: &StationId,
+    ) -> Result<Option<StationSecret>, StoreError> {
         let sql = "SELECT secret_sha256, disabled_at FROM stations WHERE id = $1";
         let row: Option<(Vec<u8>, Option<i64>)> = on_pool!(self, p => sqlx::query_as(sql)
             .bind(id.as_str())
@@ -137,10 +139,9 @@ impl Metadata {
             .await)
         .map_err(StoreError::db("reading a station secret"))?;
         row.map(|(h, disabled)| {
-            let sha256: [u8; 32] = h
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("stations", id.as_str())("secret hash is not 32 bytes".into()))?;
+            let sha256: [u8; 32] = h.as_slice().try_into().map_err(|_| {
+                corrupt("stations", id.as_str())("secret hash is not 32 bytes".into())
+            })?;
             Ok(StationSecret {
                 sha256,
                 disabled: disabled.is_some(),
@@ -188,7 +189,11 @@ impl Metadata {
     }
 
     pub async fn get_station(&self, id: &StationId) -> Result<Option<StationRecord>, StoreError> {
-        let sql = concat!("SELECT ", station_columns!(), " FROM stations WHERE id = $1");
+        let sql = concat!(
+            "SELECT ",
+            station_columns!(),
+            " FROM stations WHERE id = $1"
+        );
         let row: Option<StationRow> = on_pool!(self, p => sqlx::query_as(sql)
             .bind(id.as_str())
             .fetch_optional(p)

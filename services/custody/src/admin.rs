@@ -215,7 +215,10 @@ pub async fn station(
     };
     let config = crate::Config::load(config_file, explicit, &storage)?;
     let db_url = config.database_url();
-    if let Some(dir) = db_url.strip_prefix("sqlite://").and_then(|p| Path::new(p).parent()) {
+    if let Some(dir) = db_url
+        .strip_prefix("sqlite://")
+        .and_then(|p| Path::new(p).parent())
+    {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let meta = custody_store::Metadata::connect(&db_url, 2)

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub struct App {
     http: TcpListener,
     grpc: TcpListener,
+    /// The embedded MQTT endpoint's listener; `None` when an external broker is used.
+    mqtt: Option<TcpListener>,
     ingest: Ingest,
     stations: Stations,
     meta: Metadata,
@@ -31,6 +33,8 @@ pub struct App {
 pub struct BoundAddrs {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The embedded MQTT endpoint, when it runs.
+    pub mqtt: Option<SocketAddr>,
 }
 
 /// Opens the metadata database (running its migrations) and the object store named by the configuration.
@@ -110,9 +114,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let grpc = TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
+    let mqtt = match &config.mqtt_url {
+        Some(_) => None,
+        None => Some(
+            TcpListener::bind(config.mqtt_listen)
+                .await
+                .with_context(|| format!("binding mqtt_listen {}", config.mqtt_listen))?,
+        ),
+    };
     Ok(App {
         http,
         grpc,
+        mqtt,
         ingest,
         stations,
         meta,
@@ -126,6 +139,11 @@ impl App {
         Ok(BoundAddrs {
             http: self.http.local_addr()?,
             grpc: self.grpc.local_addr()?,
+            mqtt: self
+                .mqtt
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
         })
     }
 
@@ -177,6 +195,33 @@ impl App {
                 .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned()),
         );
 
+        let router = Arc::new(crate::mqtt::MqttRouter {
+            stations: self.stations.clone(),
+        });
+        let mqtt = match (self.mqtt, &self.config.mqtt_url) {
+            (Some(listener), _) => {
+                let endpoint = custody_mqtt::Endpoint::new(router, Default::default());
+                let shutdown = token.clone().cancelled_owned();
+                tokio::spawn(async move {
+                    endpoint
+                        .serve(listener, shutdown)
+                        .await
+                        .context("mqtt endpoint")
+                })
+            }
+            (None, Some(url)) => {
+                let mut bridge = custody_mqtt::BridgeConfig::new(url, &self.config.mqtt_client_id);
+                bridge.username = self.config.mqtt_username.clone();
+                bridge.password = self.config.mqtt_password()?;
+                bridge.share_group = self.config.mqtt_share_group.clone();
+                bridge.filters = crate::mqtt::STATION_FILTERS.map(String::from).to_vec();
+                let bridge = custody_mqtt::Bridge::new(bridge, router)?;
+                let shutdown = token.clone().cancelled_owned();
+                tokio::spawn(async move { bridge.run(shutdown).await.context("mqtt bridge") })
+            }
+            (None, None) => tokio::spawn(async { Ok(()) }),
+        };
+
         let expiry = tokio::spawn(self.ingest.clone().run_expiry(
             self.config.upload_expiry_interval,
             token.clone().cancelled_owned(),
@@ -194,10 +239,16 @@ impl App {
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .with_context(|| format!("writing ready_file {}", path.display()))?;
         }
-        tracing::info!(http = %addrs.http, grpc = %addrs.grpc, "custody is serving");
+        tracing::info!(http = %addrs.http, grpc = %addrs.grpc, mqtt = ?addrs.mqtt,
+            mqtt_broker = ?self.config.mqtt_url, "custody is serving");
 
         let (h, g) = tokio::join!(http, grpc);
         token.cancel();
+        match mqtt.await {
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "mqtt stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "mqtt task failed"),
+            Ok(Ok(())) => {}
+        }
         let _ = expiry.await;
         let _ = sequencer.await;
         self.meta.close().await;

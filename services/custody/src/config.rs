@@ -20,6 +20,22 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Address of the gRPC API (uploads).
     pub grpc_listen: SocketAddr,
+    /// Address of the embedded MQTT 3.1.1 endpoint where stations publish their slot status and
+    /// heartbeats (each logs in with its credential and may publish only under its own topics).
+    /// Not opened when `mqtt_url` names an external broker.
+    pub mqtt_listen: SocketAddr,
+    /// An external MQTT broker (`mqtt://host:port`, e.g. EMQX or Mosquitto) to take station messages
+    /// from instead of the embedded endpoint, through a shared persistent subscription. The broker's own
+    /// authentication and topic ACLs then vouch for who published what.
+    pub mqtt_url: Option<String>,
+    /// Client id at the external broker. The session is persistent, so give each replica its own.
+    pub mqtt_client_id: String,
+    /// Shared-subscription group at the external broker: replicas in the same group split the messages.
+    pub mqtt_share_group: String,
+    /// User name at the external broker.
+    pub mqtt_username: Option<String>,
+    /// File holding the password at the external broker; never logged.
+    pub mqtt_password_file: Option<PathBuf>,
     /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     /// Connections in the database pool.
@@ -127,6 +143,12 @@ impl Default for Config {
             data_dir: PathBuf::from("./custody-data"),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            mqtt_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            mqtt_url: None,
+            mqtt_client_id: "custody".into(),
+            mqtt_share_group: "custody".into(),
+            mqtt_username: None,
+            mqtt_password_file: None,
             database_url: None,
             database_max_connections: 16,
             object_store: None,
@@ -160,6 +182,9 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("http_listen", &self.http_listen)
+            .field("mqtt_listen", &self.mqtt_listen)
+            .field("mqtt_url", &self.mqtt_url)
+            .field("mqtt_client_id", &self.mqtt_client_id)
             .field("grpc_listen", &self.grpc_listen)
             .field(
                 "database_url",
@@ -260,6 +285,19 @@ impl Config {
                 .join("keys")
                 .join(crate::admin::SIGNING_KEY_FILE)
         })
+    }
+
+    pub fn mqtt_password(&self) -> anyhow::Result<Option<String>> {
+        self.mqtt_password_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| {
+                        anyhow::anyhow!("reading mqtt_password_file {}: {e}", path.display())
+                    })
+            })
+            .transpose()
     }
 
     pub fn s3_secret(&self) -> anyhow::Result<Option<String>> {

@@ -10,6 +10,7 @@ pub mod bench_ledger;
 /// The upload client, re-exported for the benchmarks and tests that drive a server.
 pub use custody_client as client;
 pub mod config;
+pub mod mqtt;
 pub mod process;
 pub mod verify;
 

@@ -107,6 +107,22 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_listen: Option<SocketAddr>,
+    /// Embedded MQTT endpoint address (station status) [default: 0.0.0.0:1883]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_listen: Option<SocketAddr>,
+    /// Take MQTT messages from this external broker (mqtt://host:port) instead of the embedded endpoint
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_url: Option<String>,
+    /// Client id at the external broker (persistent session; one per replica) [default: custody]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_client_id: Option<String>,
+    /// Shared-subscription group at the external broker [default: custody]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_share_group: Option<String>,
     /// Largest file an upload may declare [default: 4GiB]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -68,6 +68,8 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--grpc-listen",
                 "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
             ])
             .arg("--ready-file")
             .arg(&ready)
@@ -82,6 +84,7 @@ impl ServerProcess {
             addrs: BoundAddrs {
                 http: ([0, 0, 0, 0], 0).into(),
                 grpc: ([0, 0, 0, 0], 0).into(),
+                mqtt: None,
             },
             exe: exe.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -197,7 +200,13 @@ mod tests {
         .into();
         assert_eq!(
             super::storage_args(&args),
-            ["--database-url", "postgres://x", "--s3-allow-http=true", "--object-store", "s3://b"]
+            [
+                "--database-url",
+                "postgres://x",
+                "--s3-allow-http=true",
+                "--object-store",
+                "s3://b"
+            ]
         );
     }
 }

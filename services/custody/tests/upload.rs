@@ -569,7 +569,11 @@ async fn a_station_cannot_declare_for_or_touch_another_stations_upload() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let err = st2.commit(&s.upload_id).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("belongs to station ST-01"), "{}", err.message());
+    assert!(
+        err.message().contains("belongs to station ST-01"),
+        "{}",
+        err.message()
+    );
 
     // Its own station finishes it untouched.
     st1.write(&s.upload_id, &source(&data), 0, data.len() as u64)

@@ -19,6 +19,8 @@ pub enum Backends {
 
 pub struct TestApp {
     pub grpc: std::net::SocketAddr,
+    /// The embedded MQTT endpoint, when it runs.
+    pub mqtt: Option<std::net::SocketAddr>,
     pub http: String,
     pub ingest: Ingest,
     pub data_dir: PathBuf,
@@ -47,6 +49,7 @@ pub fn config_for(backends: Backends, data_dir: PathBuf) -> Config {
         data_dir,
         http_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        mqtt_listen: "127.0.0.1:0".parse().unwrap(),
         max_upload_size: bytesize::ByteSize::mib(256),
         upload_flush_bytes: bytesize::ByteSize::mib(1),
         upload_part_size: bytesize::ByteSize::mib(5),
@@ -81,7 +84,10 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let ingest = app.ingest().clone();
     let stations = app.stations().clone();
     let station_credential = stations
-        .add(custody_core::StationId::parse("ST-01").unwrap(), "test station")
+        .add(
+            custody_core::StationId::parse("ST-01").unwrap(),
+            "test station",
+        )
         .await
         .unwrap()
         .token();
@@ -91,6 +97,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     }));
     TestApp {
         grpc: addrs.grpc,
+        mqtt: addrs.mqtt,
         http: format!("http://{}", addrs.http),
         ingest,
         data_dir,
