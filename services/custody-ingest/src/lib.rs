@@ -328,8 +328,16 @@ impl Ingest {
     /// Verifies the stored bytes of station `by`'s upload against the declaration and makes them
     /// evidence. Safe to retry: every
     /// step is idempotent, and a commit interrupted by a crash completes on the next call.
+    ///
+    /// Once started, a commit runs to its end in a task of its own even if the caller goes away: a
+    /// station that disconnects (or is killed) mid-commit must not cut an object-store step in half.
+    /// Each step is idempotent across crashes, but not every S3 server makes each request atomic when
+    /// its client hangs up mid-request (s3s-fs drops a multipart upload it was completing).
     pub async fn commit(&self, id: UploadId, by: &StationId) -> Result<Receipt, IngestError> {
-        let r = self.commit_inner(id, by).await;
+        let (me, by) = (self.clone(), by.clone());
+        let r = tokio::spawn(async move { me.commit_inner(id, &by).await })
+            .await
+            .unwrap_or_else(|e| Err(IngestError::Internal(format!("commit task failed: {e}"))));
         if r.is_ok() {
             self.inner.metrics.commits.inc();
         }

@@ -169,15 +169,20 @@ impl Drop for ServerProcess {
 
 /// The `custody` binary next to the running one (for tests: `target/<profile>/custody`).
 pub fn sibling_binary() -> anyhow::Result<PathBuf> {
+    sibling("custody")
+}
+
+/// A binary of this workspace next to the running one (`custody`, `custody-station`, `custody-sim`).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let mut dir = me.parent().context("exe has no directory")?.to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let exe = dir.join("custody");
+    let exe = dir.join(name);
     anyhow::ensure!(
         exe.exists(),
-        "{} does not exist: build it first with `cargo build -p custody`",
+        "{} does not exist: build it first with `cargo build --workspace`",
         exe.display()
     );
     Ok(exe)

@@ -1,6 +1,8 @@
 //! What the end-to-end tests share: the `custody serve` flags that point a server at the real backends.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod station;
+
 use custody_store::testing;
 use std::path::Path;
 
