@@ -3,6 +3,8 @@
 # the tests read. Source it (`. scripts/test-servers.sh`) or run it; safe to run again.
 #   PostgreSQL  127.0.0.1:5432          (Debian package postgresql)
 #   S3          s3s-fs on 127.0.0.1:8014 (crates.io s3s-fs 0.14.1, a real S3 server that checks signatures)
+#   MQTT        Mosquitto on 127.0.0.1:1883 (Debian packages mosquitto, mosquitto-clients)
+# and the tools tests call: ffmpeg/ffprobe (Debian package ffmpeg, for custody-sim's real media).
 set -euo pipefail
 
 log() { printf '[test-servers] %s\n' "$*" >&2; }
@@ -35,6 +37,27 @@ fi
 psql "$CUSTODY_TEST_PG_URL" -qtAc "select datname from pg_database where datname like 'custody\_test\_%'" |
     while read -r db; do [ -n "$db" ] && psql "$CUSTODY_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
 
+# --- MQTT (Mosquitto) ------------------------------------------------------------------------------------
+missing=()
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
+MQTT_PORT="${CUSTODY_TEST_MQTT_PORT:-1883}"
+export CUSTODY_TEST_MQTT_URL="${CUSTODY_TEST_MQTT_URL:-mqtt://127.0.0.1:${MQTT_PORT}}"
+if ! (exec 3<>"/dev/tcp/127.0.0.1/${MQTT_PORT}") 2>/dev/null; then
+    # A fresh install's packaged service may not be running (no systemd in containers): start one with a
+    # configuration of our own, on loopback only.
+    conf=/var/tmp/custody-test-mosquitto.conf
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" >"$conf"
+    log "starting mosquitto on port ${MQTT_PORT}"
+    mosquitto -d -c "$conf"
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/${MQTT_PORT}") 2>/dev/null && break; sleep 0.1; done
+fi
+
 # --- S3 (s3s-fs) ------------------------------------------------------------------------------------------
 S3_PORT="${CUSTODY_TEST_S3_PORT:-8014}"
 export CUSTODY_TEST_S3_ENDPOINT="http://127.0.0.1:${S3_PORT}"
@@ -55,5 +78,8 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/${S3_PORT}") 2>/dev/null; then
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${S3_PORT}") 2>/dev/null && break; sleep 0.1; done
 fi
 mkdir -p "${S3_DIR}/${CUSTODY_TEST_S3_BUCKET}"
+# Prefixes of earlier runs (each test writes under its own prefix); an hour old, so a run in progress
+# keeps its own.
+find "${S3_DIR}/${CUSTODY_TEST_S3_BUCKET}" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 
-log "postgresql: ${CUSTODY_TEST_PG_URL%%@*}@…  s3: ${CUSTODY_TEST_S3_ENDPOINT}/${CUSTODY_TEST_S3_BUCKET}"
+log "postgresql: ${CUSTODY_TEST_PG_URL%%@*}@…  s3: ${CUSTODY_TEST_S3_ENDPOINT}/${CUSTODY_TEST_S3_BUCKET}  mqtt: ${CUSTODY_TEST_MQTT_URL}"

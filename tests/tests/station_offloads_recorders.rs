@@ -37,6 +37,15 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        // A real broker keeps retained messages forever: clear this run's.
+        if let Some(url) = &self.broker
+            && let Some((host, port)) = url.trim_start_matches("mqtt://").rsplit_once(':')
+        {
+            let _ = std::process::Command::new("mosquitto_pub")
+                .args(["-h", host, "-p", port, "-r", "-n", "-t"])
+                .arg(format!("custody/v1/station/{}/slots", self.station_id))
+                .status();
+        }
         // A failed test leaves its server and agent logs, data and journal for a look.
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);

@@ -7,6 +7,7 @@
 //! reads them with; this crate never defines a format of its own. It needs `ffmpeg` and `ffprobe` on PATH
 //! (Debian package `ffmpeg`) and links no codec library. It is a tool crate: errors are `anyhow`.
 
+pub mod bench;
 pub mod ffmpeg;
 pub mod recorder;
 

@@ -1,7 +1,7 @@
 //! `custody-sim`: simulated recorders (and, later, stations and fleets) for tests, demos and benchmarks.
 
 use clap::{Parser, Subcommand};
-use custody_sim::recorder;
+use custody_sim::{bench, recorder};
 use std::time::Instant;
 
 /// Simulates the devices around Custody: writes what a docked body-worn recorder holds, with real media
@@ -19,11 +19,23 @@ enum Command {
     /// MP4 with AAC) in segment files, photos (JPEG) and audio (WAV, MP3) under DCIM/, named as recorders
     /// name them. Needs ffmpeg on PATH. The directory appears only when complete.
     Recorder(Box<recorder::RecorderArgs>),
+    /// Measure performance on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Station throughput: simulated recorders offloaded by the real agent into a real `custody serve`
+    /// (next to it, as a child process), next to this machine's limit for a verified copy (read, hash,
+    /// write and fsync the same bytes) and next to `rclone copy` of the same files to the S3 test server.
+    Station(Box<bench::StationBenchArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(BenchCommand::Station(args)) => bench::station(*args)?,
         Command::Recorder(args) => {
             let started = Instant::now();
             let manifest = recorder::make_recorder(&args)?;

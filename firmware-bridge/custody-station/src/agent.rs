@@ -441,10 +441,7 @@ impl Agent {
                 dock_id: d.dock_id,
             };
             let inflight: HashSet<i64> = self.lock().inflight.keys().copied().collect();
-            let id = self
-                .journal
-                .record_found(&new, t, &|id| inflight.contains(&id))
-                .await?;
+            let id = self.journal.record_found(&new, t, &inflight).await?;
             if let Ok(mut k) = d.known.lock() {
                 k.insert(key);
             }

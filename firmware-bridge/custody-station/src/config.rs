@@ -168,9 +168,18 @@ impl StationConfig {
         if explicit && !file.exists() {
             anyhow::bail!("configuration file {} does not exist", file.display());
         }
+        // Only keys of this configuration are read from the environment: a shell's unrelated
+        // CUSTODY_STATION_* variables (such as CUSTODY_STATION_CONFIG) must not stop the agent.
+        let known: Vec<String> = match serde_json::to_value(Self::default())? {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
         let cfg: Self = Figment::from(Serialized::defaults(Self::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("CUSTODY_STATION_").only(&ENV_KEYS))
+            .merge(
+                Env::prefixed("CUSTODY_STATION_")
+                    .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n))),
+            )
             .merge(Serialized::globals(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -277,33 +286,6 @@ impl StationConfig {
     }
 }
 
-/// Environment variables read (others prefixed `CUSTODY_STATION_` are ignored rather than refused, so a
-/// shell's unrelated settings never stop the agent).
-const ENV_KEYS: [&str; 22] = [
-    "station_id",
-    "credential",
-    "credential_file",
-    "server",
-    "ledger_keys",
-    "slots_dir",
-    "slots",
-    "journal",
-    "free_policy",
-    "concurrency",
-    "hash_threads",
-    "bandwidth",
-    "sm3",
-    "chunk_size",
-    "segment_size",
-    "poll_interval",
-    "settle_time",
-    "retry_min",
-    "retry_max",
-    "mqtt_url",
-    "heartbeat_interval",
-    "log",
-];
-
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
@@ -331,6 +313,23 @@ mod tests {
             assert!(e.to_string().contains("slots_dri"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_example_configuration_in_deploy_loads_and_holds_the_defaults() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/custody-station.example.toml");
+        let c = StationConfig::load(&example, true, NoFlags {}).unwrap();
+        let d = StationConfig::default();
+        assert_eq!(c.free_policy, d.free_policy);
+        assert_eq!(
+            (c.concurrency, c.hash_threads, c.bandwidth, c.sm3),
+            (d.concurrency, d.hash_threads, d.bandwidth, d.sm3)
+        );
+        assert_eq!(
+            (c.segment_size, c.poll_interval, c.settle_time, c.retry_max),
+            (d.segment_size, d.poll_interval, d.settle_time, d.retry_max)
+        );
     }
 
     #[test]

@@ -419,7 +419,7 @@ impl Journal {
         &self,
         f: &NewFile,
         now: Timestamp,
-        busy: &dyn Fn(i64) -> bool,
+        busy: &std::collections::HashSet<i64>,
     ) -> Result<Option<i64>, JournalError> {
         let mut tx = self.pool.begin().await.map_err(db("recording a file"))?;
         let inserted: Option<(i64,)> = sqlx::query_as(
@@ -455,7 +455,7 @@ impl Journal {
         .await
         .map_err(db("finding older versions of a file"))?;
         for (old,) in older {
-            if busy(old) {
+            if busy.contains(&old) {
                 // Its job sees the change itself and supersedes it.
                 continue;
             }
@@ -775,18 +775,18 @@ mod tests {
         let (_d, j, dock) = journal().await;
         let now = Timestamp::from_unix_micros(10);
         let first = j
-            .record_found(&new_file(dock, 100, 1), now, &|_| false)
+            .record_found(&new_file(dock, 100, 1), now, &Default::default())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(
-            j.record_found(&new_file(dock, 100, 1), now, &|_| false)
+            j.record_found(&new_file(dock, 100, 1), now, &Default::default())
                 .await
                 .unwrap(),
             None
         );
         let second = j
-            .record_found(&new_file(dock, 120, 2), now, &|_| false)
+            .record_found(&new_file(dock, 120, 2), now, &Default::default())
             .await
             .unwrap()
             .unwrap();
@@ -804,7 +804,7 @@ mod tests {
         let (_d, j, dock) = journal().await;
         let now = Timestamp::from_unix_micros(10);
         let id = j
-            .record_found(&new_file(dock, 100, 1), now, &|_| false)
+            .record_found(&new_file(dock, 100, 1), now, &Default::default())
             .await
             .unwrap()
             .unwrap();
@@ -844,7 +844,12 @@ mod tests {
             f.rel_path = format!("f{i}.MP4");
             f.importance = imp;
             f.captured_at = Timestamp::from_unix_micros(t);
-            ids.push(j.record_found(&f, now, &|_| false).await.unwrap().unwrap());
+            ids.push(
+                j.record_found(&f, now, &Default::default())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         j.set_error(ids[2], "x", "later", Timestamp::from_unix_micros(99), now)
             .await

@@ -6,8 +6,9 @@ pub mod station;
 use custody_store::testing;
 use std::path::Path;
 
-/// Flags for PostgreSQL (a fresh database) and the S3 test server (a fresh prefix named `prefix-<pid>`),
-/// with the S3 secret written to a file in `dir`.
+/// Flags for PostgreSQL (a fresh database) and the S3 test server (a fresh prefix named
+/// `prefix-<pid>-<random>`: tests of one process must not share a ledger's tiles), with the S3 secret
+/// written to a file in `dir`.
 pub async fn real_backend_args(dir: &Path, prefix: &str) -> Vec<String> {
     let s3 = testing::s3_test_server();
     let secret = dir.join("s3-secret");
@@ -16,7 +17,12 @@ pub async fn real_backend_args(dir: &Path, prefix: &str) -> Vec<String> {
         "--database-url".into(),
         testing::fresh_postgres_url().await,
         "--object-store".into(),
-        format!("s3://{}/{prefix}-{}", s3.bucket, std::process::id()),
+        format!(
+            "s3://{}/{prefix}-{}-{:08x}",
+            s3.bucket,
+            std::process::id(),
+            rand::random::<u32>()
+        ),
         "--s3-endpoint".into(),
         s3.endpoint,
         "--s3-access-key-id".into(),
