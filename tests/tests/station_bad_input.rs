@@ -284,43 +284,9 @@ async fn a_recorder_undocked_mid_upload_keeps_its_file_and_resumes_when_docked_a
     assert!(station.stop().success());
 }
 
-fn sha256_of_bytes(b: &[u8]) -> String {
-    custody_core::ContentHasher::digest(b, false)
-        .sha256
-        .to_hex()
-}
-
-/// A small tmpfs for the server's data directory. Needs root (CI runs as root).
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "the disk-full test mounts a tmpfs and must run as root");
-        Self { dir }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_server_disk_keeps_the_file_on_the_recorder_and_says_so() {
-    let disk = SmallDisk::mount("16m");
+    let disk = custody_store::testing::SmallDisk::mount("16m");
     let rig = Rig::new(Some(&disk.dir.path().join("data")), &[]);
     let recorder = rig.staged("recorder");
     let big = pattern(40 << 20, 9);

@@ -101,6 +101,29 @@ fn media_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Reads and hashes a file through `buf`, writing what it reads to `copy` when given.
+fn hash_file(
+    path: &Path,
+    sm3: bool,
+    buf: &mut [u8],
+    mut copy: Option<&mut std::fs::File>,
+) -> std::io::Result<()> {
+    let mut r = std::fs::File::open(path)?;
+    let mut h = ContentHasher::new(sm3);
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        if let Some(w) = copy.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+    }
+    std::hint::black_box(h.finish());
+    Ok(())
+}
+
 /// The limit: read, hash and write+fsync every file, `threads` files at a time. With `verify`, the copy
 /// is also read back and hashed again, as an end-to-end verified copy does at its destination.
 fn limit(
@@ -122,30 +145,11 @@ fn limit(
                     let Some(src) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) else {
                         return Ok(());
                     };
-                    let mut r = std::fs::File::open(&src)?;
                     let mut w = std::fs::File::create(&out)?;
-                    let mut h = ContentHasher::new(sm3);
-                    loop {
-                        let n = r.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                        w.write_all(&buf[..n])?;
-                    }
+                    hash_file(&src, sm3, &mut buf, Some(&mut w))?;
                     w.sync_all()?;
-                    std::hint::black_box(h.finish());
                     if verify {
-                        let mut r = std::fs::File::open(&out)?;
-                        let mut h = ContentHasher::new(sm3);
-                        loop {
-                            let n = r.read(&mut buf)?;
-                            if n == 0 {
-                                break;
-                            }
-                            h.update(&buf[..n]);
-                        }
-                        std::hint::black_box(h.finish());
+                        hash_file(&out, sm3, &mut buf, None)?;
                     }
                     std::fs::remove_file(&out)?;
                 }

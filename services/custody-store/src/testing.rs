@@ -76,3 +76,34 @@ pub fn fresh_s3_config() -> BlobConfig {
         allow_http: true,
     }
 }
+
+/// A small tmpfs mounted for a test's data directory, unmounted when dropped: the way to make a disk
+/// full on purpose. Needs root (CI runs as root); panics saying so otherwise.
+#[derive(Debug)]
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `12m`).
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("making a mount point: {e}"));
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "a disk-full test mounts a tmpfs and must run as root");
+        Self { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

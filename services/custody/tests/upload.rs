@@ -401,37 +401,9 @@ async fn an_abandoned_upload_expires_and_its_staged_bytes_are_removed() {
     app.shutdown().await;
 }
 
-/// Mounts a small tmpfs for the data directory. Needs root (CI runs as root).
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "the disk-full test mounts a tmpfs and must run as root");
-        Self { dir }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_refuses_the_upload_with_resource_exhausted_and_keeps_stored_evidence() {
-    let disk = SmallDisk::mount("12m");
+    let disk = custody_store::testing::SmallDisk::mount("12m");
     let config = config_for(Backends::Embedded, disk.dir.path().join("data"));
     let app = spawn_with(config, None).await;
     let small = bytes(1 << 20, 9);

@@ -23,9 +23,12 @@ pub struct Facts {
     pub size: u64,
 }
 
+pub fn sha256_of_bytes(bytes: &[u8]) -> String {
+    ContentHasher::digest(bytes, false).sha256.to_hex()
+}
+
 pub fn sha256_of(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    ContentHasher::digest(&bytes, false).sha256.to_hex()
+    sha256_of_bytes(&std::fs::read(path).unwrap())
 }
 
 /// Every file of a recorder directory but its device-info file, hashed.
