@@ -64,6 +64,9 @@ pub struct SlotRuntime {
 pub struct DeviceLive {
     /// Bytes handed to the server in this run.
     pub sent: AtomicU64,
+    /// Bytes handed to the server whose acknowledgement is not in the journal yet (the journal records
+    /// the offset once per segment; progress displays add these to move smoothly in between).
+    pub unsaved: AtomicU64,
     /// Bytes hashed in this run.
     pub hashed: AtomicU64,
 }
@@ -726,9 +729,18 @@ impl Agent {
 
     async fn upload_inner(&self, row: &FileRow, path: &Path, d: &Docked) -> Result<(), Problem> {
         let live = self.live(&row.device_id);
+        // Bytes sent in the segment now under way, so that they leave `unsaved` once it ends.
+        let segment_sent = Arc::new(AtomicU64::new(0));
+        let (l, seg) = (live.clone(), segment_sent.clone());
         let mut up = self.uploader.clone().with_progress(Arc::new(move |n| {
-            live.sent.fetch_add(n, Ordering::Relaxed);
+            l.sent.fetch_add(n, Ordering::Relaxed);
+            l.unsaved.fetch_add(n, Ordering::Relaxed);
+            seg.fetch_add(n, Ordering::Relaxed);
         }));
+        let end_segment = || {
+            live.unsaved
+                .fetch_sub(segment_sent.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        };
         let size = row.bytes();
         let mut session: Option<(String, u64)> = None;
         if let Some(uid) = &row.upload_id {
@@ -789,7 +801,12 @@ impl Agent {
             }
             self.check_unchanged(row, path, d)?;
             let to = (committed + segment).min(size);
-            match up.write(&uid, &source, committed, to).await {
+            let written = up.write(&uid, &source, committed, to).await;
+            // Only a segment that advanced the upload ends after its offset is in the journal.
+            if !matches!(written, Ok(c) if c > committed) {
+                end_segment();
+            }
+            match written {
                 Ok(c) if c > committed => committed = c,
                 Ok(c) => {
                     return Err(Problem::Retry {
@@ -839,9 +856,12 @@ impl Agent {
                     return Err(server_problem("write", &s));
                 }
             }
-            self.journal
+            let saved = self
+                .journal
                 .set_uploading(row.id, &uid, committed, now())
-                .await?;
+                .await;
+            end_segment();
+            saved?;
         }
         self.commit(row, &uid, &mut up).await
     }

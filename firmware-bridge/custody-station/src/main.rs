@@ -247,7 +247,9 @@ async fn status(path: &Path, files: bool, json: bool) -> anyhow::Result<()> {
     println!(
         "{:<16} {}",
         "recorder",
-        FileState::ALL.map(|s| format!("{s:>10}")).join(" ")
+        FileState::ALL
+            .map(|s| format!("{:>10}", s.as_str()))
+            .join(" ")
     );
     for (device, rs) in &by_device {
         let counts =

@@ -51,10 +51,15 @@ pub async fn report(agent: &Agent) -> SlotsReport {
                 st.files_done = t.files_done;
                 st.bytes_done = t.bytes_done;
                 let total = t.bytes_done + t.bytes_pending;
+                let unsaved = agent
+                    .live(&d.info.device_id)
+                    .unsaved
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 st.progress = if total == 0 {
                     if t.files_pending == 0 { 1.0 } else { 0.0 }
                 } else {
-                    ((t.bytes_done + t.bytes_uploaded) as f64 / total as f64).clamp(0.0, 1.0)
+                    ((t.bytes_done + t.bytes_uploaded + unsaved) as f64 / total as f64)
+                        .clamp(0.0, 1.0)
                 };
             }
             st.last_error = journal.last_error(&d.info.device_id).await.ok().flatten();
