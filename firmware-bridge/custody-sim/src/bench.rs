@@ -214,7 +214,11 @@ fn rclone(args: &StationBenchArgs, src: &Path, transfers: usize) -> Result<f64, 
         &transfers.to_string(),
     ])?;
     let secs = started.elapsed().as_secs_f64();
-    let _ = run(&["purge", &dest]);
+    // The copy stays: deleting through s3s-fs takes rclone minutes and removes nothing. The test
+    // servers' script removes prefixes older than an hour.
+    println!(
+        "  (rclone's copy is left at {dest}; scripts/test-servers.sh removes it after an hour)"
+    );
     if !out.status.success() {
         return Err(format!(
             "rclone copy to {} failed (is the S3 test server up? scripts/test-servers.sh starts it): {}",
