@@ -19,13 +19,20 @@ use tokio_util::sync::CancellationToken;
 pub struct App {
     http: TcpListener,
     grpc: TcpListener,
-    /// The embedded MQTT endpoint's listener; `None` when an external broker is used.
-    mqtt: Option<TcpListener>,
+    /// Where MQTT messages come in.
+    mqtt: MqttIn,
     ingest: Ingest,
     stations: Stations,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
+}
+
+/// Where MQTT messages come in: the embedded endpoint's listener, or the bridge to an external broker.
+#[derive(Debug)]
+enum MqttIn {
+    Endpoint(TcpListener, Arc<crate::mqtt::MqttRouter>),
+    Bridge(Box<custody_mqtt::Bridge>),
 }
 
 /// The addresses a running server listens on (written to `ready_file`).
@@ -114,13 +121,27 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let grpc = TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
+    // The MQTT side is checked here, like the listeners, so that a bad broker URL stops start-up.
+    let router = Arc::new(crate::mqtt::MqttRouter {
+        stations: stations.clone(),
+    });
     let mqtt = match &config.mqtt_url {
-        Some(_) => None,
-        None => Some(
+        None => MqttIn::Endpoint(
             TcpListener::bind(config.mqtt_listen)
                 .await
                 .with_context(|| format!("binding mqtt_listen {}", config.mqtt_listen))?,
+            router,
         ),
+        Some(url) => {
+            let mut bridge = custody_mqtt::BridgeConfig::new(url, &config.mqtt_client_id);
+            bridge.username = config.mqtt_username.clone();
+            bridge.password = config.mqtt_password()?;
+            bridge.share_group = config.mqtt_share_group.clone();
+            bridge.filters = crate::mqtt::STATION_FILTERS.map(String::from).to_vec();
+            MqttIn::Bridge(Box::new(
+                custody_mqtt::Bridge::new(bridge, router).context("mqtt_url")?,
+            ))
+        }
     };
     Ok(App {
         http,
@@ -139,11 +160,10 @@ impl App {
         Ok(BoundAddrs {
             http: self.http.local_addr()?,
             grpc: self.grpc.local_addr()?,
-            mqtt: self
-                .mqtt
-                .as_ref()
-                .map(TcpListener::local_addr)
-                .transpose()?,
+            mqtt: match &self.mqtt {
+                MqttIn::Endpoint(l, _) => Some(l.local_addr()?),
+                MqttIn::Bridge(_) => None,
+            },
         })
     }
 
@@ -195,13 +215,10 @@ impl App {
                 .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned()),
         );
 
-        let router = Arc::new(crate::mqtt::MqttRouter {
-            stations: self.stations.clone(),
-        });
-        let mqtt = match (self.mqtt, &self.config.mqtt_url) {
-            (Some(listener), _) => {
+        let shutdown = token.clone().cancelled_owned();
+        let mqtt = match self.mqtt {
+            MqttIn::Endpoint(listener, router) => {
                 let endpoint = custody_mqtt::Endpoint::new(router, Default::default());
-                let shutdown = token.clone().cancelled_owned();
                 tokio::spawn(async move {
                     endpoint
                         .serve(listener, shutdown)
@@ -209,17 +226,9 @@ impl App {
                         .context("mqtt endpoint")
                 })
             }
-            (None, Some(url)) => {
-                let mut bridge = custody_mqtt::BridgeConfig::new(url, &self.config.mqtt_client_id);
-                bridge.username = self.config.mqtt_username.clone();
-                bridge.password = self.config.mqtt_password()?;
-                bridge.share_group = self.config.mqtt_share_group.clone();
-                bridge.filters = crate::mqtt::STATION_FILTERS.map(String::from).to_vec();
-                let bridge = custody_mqtt::Bridge::new(bridge, router)?;
-                let shutdown = token.clone().cancelled_owned();
+            MqttIn::Bridge(bridge) => {
                 tokio::spawn(async move { bridge.run(shutdown).await.context("mqtt bridge") })
             }
-            (None, None) => tokio::spawn(async { Ok(()) }),
         };
 
         let expiry = tokio::spawn(self.ingest.clone().run_expiry(

@@ -268,3 +268,16 @@ async fn station_status_arrives_through_an_external_broker() {
     }
     panic!("the slots report never arrived through {broker}");
 }
+
+#[tokio::test]
+async fn a_malformed_broker_url_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(Backends::Embedded, dir.path().join("data"));
+    config.mqtt_url = Some("tcp://broker:1883".into());
+    let e = custody::build(config).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("mqtt_url") && msg.contains("tcp://broker:1883"),
+        "{msg}"
+    );
+}
