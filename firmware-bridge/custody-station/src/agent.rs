@@ -18,6 +18,7 @@ use crate::scan::{self, Listed, Probe};
 use custody_client::{Source, Throttle, UploadError, Uploader, receipt_proof};
 use custody_core::ledger::{EventKind, LedgerProof};
 use custody_core::recorder::{DEVICE_INFO_FILE, DeviceInfo, UPLOADED_DIR};
+use custody_core::station::StationCredential;
 use custody_core::{ContentHasher, DeviceId, Digests, StationId, Timestamp};
 use custody_proto::v1 as pb;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -83,6 +84,7 @@ struct State {
 #[derive(Debug)]
 pub struct Agent {
     cfg: StationConfig,
+    credential: StationCredential,
     station_id: StationId,
     journal: Journal,
     uploader: Uploader,
@@ -156,18 +158,14 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("station_id: {}", e.reason))?;
         let keys = cfg.read_ledger_keys()?;
         let credential = cfg.credential()?;
-        let holder = credential.rsplit_once(':').map_or("", |(id, _)| id);
-        anyhow::ensure!(
-            holder == station_id.as_str(),
-            "the credential is station {holder:?}'s, not {station_id}'s: check credential_file"
-        );
         let journal = Journal::open(&cfg.journal).await?;
-        let mut uploader = Uploader::connect_lazy(&cfg.server, &credential)?
+        let mut uploader = Uploader::connect_lazy(&cfg.server, &credential.token())?
             .with_chunk_size(usize::try_from(cfg.chunk_size.as_u64()).unwrap_or(1 << 20));
         if cfg.bandwidth.as_u64() > 0 {
             uploader = uploader.with_throttle(Arc::new(Throttle::new(cfg.bandwidth.as_u64())));
         }
         Ok(Arc::new(Self {
+            credential,
             station_id,
             journal,
             uploader,
@@ -184,6 +182,11 @@ impl Agent {
 
     pub fn config(&self) -> &StationConfig {
         &self.cfg
+    }
+
+    /// The station's credential (for the MQTT login).
+    pub fn credential(&self) -> &StationCredential {
+        &self.credential
     }
 
     pub fn station_id(&self) -> &StationId {

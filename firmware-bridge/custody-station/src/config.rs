@@ -3,6 +3,7 @@
 //! shows every key with its default.
 
 use bytesize::ByteSize;
+use custody_core::station::StationCredential;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -221,20 +222,26 @@ impl StationConfig {
         Ok(())
     }
 
-    /// The credential, from `credential` or `credential_file`.
-    pub fn credential(&self) -> anyhow::Result<String> {
-        if let Some(path) = &self.credential_file {
-            let s = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading credential_file {}: {e}", path.display()))?;
-            return Ok(s.trim().to_string());
-        }
-        self.credential.clone().ok_or_else(|| {
-            anyhow::anyhow!(
+    /// The credential, from `credential` or `credential_file`, parsed; it must be this station's.
+    pub fn credential(&self) -> anyhow::Result<StationCredential> {
+        let text = match (&self.credential_file, &self.credential) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading credential_file {}: {e}", path.display()))?,
+            (None, Some(c)) => c.clone(),
+            (None, None) => anyhow::bail!(
                 "no station credential: set credential_file (or CUSTODY_STATION_CREDENTIAL) to what \
                  `custody admin station add {}` printed",
                 self.station_id
-            )
-        })
+            ),
+        };
+        let cred = StationCredential::parse(&text).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            cred.station_id.as_str() == self.station_id,
+            "the credential is station {}'s, not {}'s: check credential_file",
+            cred.station_id,
+            self.station_id
+        );
+        Ok(cred)
     }
 
     /// The pinned verifier keys, read from their files.
@@ -313,6 +320,25 @@ mod tests {
             assert!(e.to_string().contains("slots_dri"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_credential_must_be_well_formed_and_this_stations() {
+        let c = |cred: &str| StationConfig {
+            station_id: "ST-01".into(),
+            credential: Some(cred.into()),
+            ..StationConfig::default()
+        };
+        let secret = "ab".repeat(32);
+        let ok = c(&format!("ST-01:{secret}")).credential().unwrap();
+        assert_eq!(ok.secret_hex(), secret);
+        let e = c(&format!("ST-02:{secret}")).credential().unwrap_err();
+        assert!(
+            e.to_string().contains("station ST-02's, not ST-01's"),
+            "{e}"
+        );
+        let e = c("ST-01:short").credential().unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
     }
 
     #[test]

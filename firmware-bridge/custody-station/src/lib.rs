@@ -32,15 +32,9 @@ pub async fn run(
     let agent = Agent::new(cfg).await?;
     let mut tasks = Vec::new();
     if let Some(url) = agent.config().mqtt_url.clone() {
-        let secret = agent
-            .config()
-            .credential()?
-            .rsplit_once(':')
-            .map(|(_, s)| s.to_string())
-            .unwrap_or_default();
         let (a, s) = (agent.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = status::publish(a, url, secret, s).await {
+            if let Err(e) = status::publish(a, url, s).await {
                 tracing::error!(error = %e, "status publishing stopped");
             }
         }));

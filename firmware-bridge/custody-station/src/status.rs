@@ -118,7 +118,6 @@ pub fn parse_mqtt_url(url: &str) -> anyhow::Result<(String, u16)> {
 pub async fn publish(
     agent: Arc<Agent>,
     url: String,
-    secret: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (host, port) = parse_mqtt_url(&url)?;
@@ -126,7 +125,7 @@ pub async fn publish(
     let slots_topic = format!("custody/v1/station/{id}/slots");
     let hb_topic = format!("custody/v1/station/{id}/heartbeat");
     let mut opts = MqttOptions::new(format!("custody-station-{id}"), host, port);
-    opts.set_credentials(id.clone(), secret);
+    opts.set_credentials(id.clone(), agent.credential().secret_hex());
     opts.set_keep_alive(Duration::from_secs(30));
     let empty = report(&agent).await;
     opts.set_last_will(LastWill::new(

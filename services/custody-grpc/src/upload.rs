@@ -1,9 +1,10 @@
 use crate::status::{invalid, to_status};
+use custody_core::station::StationCredential;
 use custody_core::{
     DeviceId, FileName, Importance, MediaType, Sha256, Sm3, StationId, Timestamp,
     UploadDeclaration, UploadId, UploadState,
 };
-use custody_ingest::{BeginOutcome, Ingest, IngestError, Receipt, StationCredential, Stations};
+use custody_ingest::{BeginOutcome, Ingest, IngestError, Receipt, Stations};
 use custody_proto::v1 as pb;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};

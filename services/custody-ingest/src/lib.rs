@@ -19,7 +19,7 @@ pub use custody_store::{EvidencePage, PageCursor};
 pub use error::IngestError;
 pub use ledger::{HistoryItem, Ledger, LedgerConfig, LedgerKeys};
 pub use metrics::IngestMetrics;
-pub use stations::{StationCredential, StationView, Stations};
+pub use stations::{StationView, Stations};
 
 use bytes::Bytes;
 use custody_core::{

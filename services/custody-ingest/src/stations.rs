@@ -8,67 +8,11 @@
 
 use crate::error::IngestError;
 use crate::now;
+use custody_core::station::StationCredential;
 use custody_core::station::{Heartbeat, SlotsReport};
-use custody_core::{ContentHasher, StationId, Timestamp};
+use custody_core::{StationId, Timestamp};
 use custody_store::{Metadata, StationRecord, StoreError};
 use serde::Serialize;
-
-/// A station credential: the station id and a 32-byte secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StationCredential {
-    pub station_id: StationId,
-    secret: [u8; 32],
-}
-
-impl std::fmt::Debug for StationCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StationCredential")
-            .field("station_id", &self.station_id)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl StationCredential {
-    fn generate(station_id: StationId) -> Self {
-        Self {
-            station_id,
-            secret: rand::random(),
-        }
-    }
-
-    /// The text form a station is configured with: `<station id>:<secret as 64 hex digits>`.
-    pub fn token(&self) -> String {
-        format!("{}:{}", self.station_id, hex::encode(self.secret))
-    }
-
-    /// The secret alone, as hex: the MQTT password.
-    pub fn secret_hex(&self) -> String {
-        hex::encode(self.secret)
-    }
-
-    /// Parses `<station id>:<64 hex digits>`.
-    pub fn parse(token: &str) -> Result<Self, String> {
-        let (id, secret) = token.trim().rsplit_once(':').ok_or_else(|| {
-            "station credential: expected <station id>:<64 hex digits>".to_string()
-        })?;
-        Self::from_parts(id, secret)
-    }
-
-    /// Builds a credential from a station id and its secret in hex (an MQTT login).
-    pub fn from_parts(id: &str, secret_hex: &str) -> Result<Self, String> {
-        let station_id = StationId::parse(id).map_err(|e| format!("station credential: {e}"))?;
-        let mut secret = [0u8; 32];
-        hex::decode_to_slice(secret_hex.trim(), &mut secret).map_err(|_| {
-            format!("station credential of {station_id}: the secret must be 64 hex digits")
-        })?;
-        Ok(Self { station_id, secret })
-    }
-
-    fn secret_sha256(&self) -> [u8; 32] {
-        *ContentHasher::digest(&self.secret, false).sha256.as_bytes()
-    }
-}
 
 /// Compares two hashes in time independent of where they differ.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -113,7 +57,7 @@ impl Stations {
                 name.len()
             )));
         }
-        let cred = StationCredential::generate(id);
+        let cred = StationCredential::new(id, rand::random());
         self.meta
             .insert_station(&cred.station_id, name, &cred.secret_sha256(), now())
             .await?;
@@ -123,7 +67,7 @@ impl Stations {
 
     /// Issues a new secret for a station; the old one stops working at once.
     pub async fn rotate(&self, id: StationId) -> Result<StationCredential, IngestError> {
-        let cred = StationCredential::generate(id);
+        let cred = StationCredential::new(id, rand::random());
         self.meta
             .set_station_secret(&cred.station_id, &cred.secret_sha256())
             .await
@@ -282,20 +226,4 @@ fn view(r: StationRecord, now: Timestamp) -> Result<StationView, IngestError> {
         slots,
         slots_received_at: r.slots_at,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_credential_round_trips_through_its_token_and_hides_its_secret_in_debug() {
-        let c = StationCredential::generate(StationId::parse("ST:01").unwrap());
-        let back = StationCredential::parse(&c.token()).unwrap();
-        assert_eq!(back, c);
-        assert!(!format!("{c:?}").contains(&c.secret_hex()));
-        assert!(StationCredential::parse("ST-01").is_err());
-        let e = StationCredential::parse("ST-01:abc").unwrap_err();
-        assert!(e.contains("64 hex digits"), "{e}");
-    }
 }

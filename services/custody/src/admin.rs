@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use custody_core::StationId;
-use custody_ingest::{LedgerKeys, StationCredential, Stations};
+use custody_core::station::StationCredential;
+use custody_ingest::{LedgerKeys, Stations};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

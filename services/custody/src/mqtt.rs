@@ -2,8 +2,9 @@
 //! station id, password = the secret's hex) and where each topic goes. The transport itself (embedded
 //! endpoint, external-broker bridge, topic ACLs) is `custody-mqtt`'s; this is the wiring to services.
 
+use custody_core::station::StationCredential;
 use custody_core::{ErrorCode, HasErrorCode};
-use custody_ingest::{IngestError, StationCredential, Stations};
+use custody_ingest::{IngestError, Stations};
 use custody_mqtt::topics::{self, Topic};
 use custody_mqtt::{Handler, Inbound, Principal, Refusal};
 
