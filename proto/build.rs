@@ -1,7 +1,7 @@
 //! Compiles `custody/v1/*.proto` with protox (pure Rust, no `protoc` on the machine needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["custody/v1/upload.proto"];
+    let protos = ["custody/v1/upload.proto", "custody/v1/telemetry.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -236,9 +236,9 @@ impl StationConfig {
         };
         let cred = StationCredential::parse(&text).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
-            cred.station_id.as_str() == self.station_id,
+            cred.id.as_str() == self.station_id,
             "the credential is station {}'s, not {}'s: check credential_file",
-            cred.station_id,
+            cred.id,
             self.station_id
         );
         Ok(cred)

@@ -5,20 +5,25 @@
 //! ffmpeg. Everything here is plain data and pure functions, unit-tested in place. Types are parsed, not
 //! validated: a `DeviceId` or `Sha256` that exists is valid, so code further in never re-checks it.
 
+pub mod credential;
 pub mod error;
 pub mod evidence;
+pub mod geo;
 pub mod hash;
 pub mod ids;
 pub mod ledger;
+pub mod position;
 pub mod recorder;
 pub mod sm2note;
 pub mod station;
 pub mod time;
 pub mod upload;
 
+pub use credential::{DeviceCredential, StationCredential};
 pub use error::{ErrorCode, HasErrorCode};
 pub use evidence::{Evidence, EvidenceFilter, FileName, Importance, MediaType, content_path};
 pub use hash::{ContentHasher, Digests, HashAlgorithm, ParseDigestError, Sha256, Sm3};
 pub use ids::{BadgeNo, DeviceId, EvidenceId, IdError, StationId, UploadId};
+pub use position::Position;
 pub use time::Timestamp;
 pub use upload::{Upload, UploadDeclaration, UploadState, WriteRefusal, check_write};

@@ -4,69 +4,11 @@
 //! Both sides use these types, so the format is defined once. Every message carries its format version
 //! `v`; readers refuse a version they do not know instead of guessing.
 
-use crate::hash::ContentHasher;
 use crate::ids::{BadgeNo, DeviceId, StationId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// A station credential: the station id and a 32-byte secret. Issued by the server (`custody admin
-/// station add`), configured on the station as `<station id>:<64 hex digits>`, presented on every upload
-/// (gRPC `authorization: Bearer <credential>`) and as the MQTT login (user = id, password = secret hex).
-#[derive(Clone, PartialEq, Eq)]
-pub struct StationCredential {
-    pub station_id: StationId,
-    secret: [u8; 32],
-}
-
-impl std::fmt::Debug for StationCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StationCredential")
-            .field("station_id", &self.station_id)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl StationCredential {
-    /// A credential for `station_id` with `secret`, which must be random (the server draws it).
-    pub fn new(station_id: StationId, secret: [u8; 32]) -> Self {
-        Self { station_id, secret }
-    }
-
-    /// The text form a station is configured with: `<station id>:<secret as 64 hex digits>`.
-    pub fn token(&self) -> String {
-        format!("{}:{}", self.station_id, hex::encode(self.secret))
-    }
-
-    /// The secret alone, as hex: the MQTT password.
-    pub fn secret_hex(&self) -> String {
-        hex::encode(self.secret)
-    }
-
-    /// Parses `<station id>:<64 hex digits>`.
-    pub fn parse(token: &str) -> Result<Self, String> {
-        let (id, secret) = token.trim().rsplit_once(':').ok_or_else(|| {
-            "station credential: expected <station id>:<64 hex digits>".to_string()
-        })?;
-        Self::from_parts(id, secret)
-    }
-
-    /// Builds a credential from a station id and its secret in hex (an MQTT login).
-    pub fn from_parts(id: &str, secret_hex: &str) -> Result<Self, String> {
-        let station_id = StationId::parse(id).map_err(|e| format!("station credential: {e}"))?;
-        let mut secret = [0u8; 32];
-        hex::decode_to_slice(secret_hex.trim(), &mut secret).map_err(|_| {
-            format!("station credential of {station_id}: the secret must be 64 hex digits")
-        })?;
-        Ok(Self { station_id, secret })
-    }
-
-    /// What the server stores of the secret: its SHA-256 (the secret is 32 random bytes, so a plain
-    /// hash is enough to make a stolen database useless for logging in).
-    pub fn secret_sha256(&self) -> [u8; 32] {
-        *ContentHasher::digest(&self.secret, false).sha256.as_bytes()
-    }
-}
+pub use crate::credential::StationCredential;
 
 /// The report format version written today.
 pub const REPORT_VERSION: u32 = 1;
@@ -232,17 +174,6 @@ mod tests {
                 last_error: None,
             }],
         }
-    }
-
-    #[test]
-    fn a_credential_round_trips_through_its_token_and_hides_its_secret_in_debug() {
-        let c = StationCredential::new(StationId::parse("ST:01").unwrap(), [7u8; 32]);
-        let back = StationCredential::parse(&c.token()).unwrap();
-        assert_eq!(back, c);
-        assert!(!format!("{c:?}").contains(&c.secret_hex()));
-        assert!(StationCredential::parse("ST-01").is_err());
-        let e = StationCredential::parse("ST-01:abc").unwrap_err();
-        assert!(e.contains("64 hex digits"), "{e}");
     }
 
     #[test]

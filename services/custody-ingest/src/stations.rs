@@ -59,9 +59,9 @@ impl Stations {
         }
         let cred = StationCredential::new(id, rand::random());
         self.meta
-            .insert_station(&cred.station_id, name, &cred.secret_sha256(), now())
+            .insert_station(&cred.id, name, &cred.secret_sha256(), now())
             .await?;
-        tracing::info!(station = %cred.station_id, name, "station registered");
+        tracing::info!(station = %cred.id, name, "station registered");
         Ok(cred)
     }
 
@@ -69,10 +69,10 @@ impl Stations {
     pub async fn rotate(&self, id: StationId) -> Result<StationCredential, IngestError> {
         let cred = StationCredential::new(id, rand::random());
         self.meta
-            .set_station_secret(&cred.station_id, &cred.secret_sha256())
+            .set_station_secret(&cred.id, &cred.secret_sha256())
             .await
-            .map_err(|e| unknown_station(e, &cred.station_id))?;
-        tracing::info!(station = %cred.station_id, "station credential rotated");
+            .map_err(|e| unknown_station(e, &cred.id))?;
+        tracing::info!(station = %cred.id, "station credential rotated");
         Ok(cred)
     }
 
@@ -88,7 +88,7 @@ impl Stations {
 
     /// Checks a credential. The answer does not say which part was wrong (the log does).
     pub async fn authenticate(&self, cred: &StationCredential) -> Result<StationId, IngestError> {
-        let id = &cred.station_id;
+        let id = &cred.id;
         let refused = |why: &str| {
             tracing::warn!(station = %id, reason = why, "station credential refused");
             Err(IngestError::Unauthenticated(format!(

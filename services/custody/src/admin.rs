@@ -296,7 +296,7 @@ fn show_credential(cred: &StationCredential, out: Option<&Path>) -> anyhow::Resu
     }
     eprintln!(
         "station {}: credential issued (shown once; configure it on the station, keep it secret)",
-        cred.station_id
+        cred.id
     );
     println!("{}", cred.token());
     Ok(())
