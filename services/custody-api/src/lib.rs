@@ -1,6 +1,6 @@
-//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (evidence, ledger, stations), `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (evidence, ledger, stations, telemetry), `/healthz`, `/readyz` and `/metrics`.
 //!
-//! Handlers parse and answer; the work is done by service crates (`custody-ingest`). This crate never
+//! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`). This crate never
 //! touches SQL or object storage directly, and turns every error into a response in one place
 //! ([`ApiError`]), through the error codes shared with gRPC.
 
@@ -9,6 +9,7 @@ mod error;
 mod evidence;
 mod ledger;
 mod stations;
+mod telemetry;
 
 pub use auth::Actor;
 pub use error::ApiError;
@@ -17,8 +18,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use custody_ingest::{Ingest, Stations};
+use custody_tracking::{Devices, Tracking};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,12 @@ use tower_http::trace::TraceLayer;
 pub struct ApiState {
     pub ingest: Ingest,
     pub stations: Stations,
+    pub tracking: Tracking,
+    pub devices: Devices,
+    /// MQTT user names the broker hooks treat as Custody's own bridge.
+    pub mqtt_superusers: Vec<String>,
+    /// Their password (`mqtt_password_file`); without it no superuser can log in through the hooks.
+    pub mqtt_password: Option<String>,
     pub registry: Arc<Registry>,
 }
 
@@ -43,10 +51,29 @@ pub fn router(state: ApiState) -> Router {
         .route("/evidence/{id}/receipt", get(ledger::receipt))
         .route("/stations", get(stations::list))
         .route("/stations/{id}", get(stations::get_one))
+        .route("/live", get(telemetry::live))
+        .route("/positions/latest", get(telemetry::latest))
+        .route("/officers/nearest", get(telemetry::nearest))
+        .route("/devices/{id}/track", get(telemetry::track))
+        .route("/alarms", get(telemetry::alarms))
+        .route("/alarms/{id}", get(telemetry::alarm))
+        .route("/alarms/{id}/ack", post(telemetry::ack))
+        .route(
+            "/geofences",
+            get(telemetry::fences).post(telemetry::add_fence),
+        )
+        .route("/geofences/events", get(telemetry::fence_events))
+        .route(
+            "/geofences/{id}",
+            axum::routing::delete(telemetry::delete_fence),
+        )
         .layer(axum::middleware::from_fn(auth::authenticate))
         // The public ledger: proofs for outside verifiers need no credentials.
         .route("/ledger/proof/inclusion", get(ledger::inclusion))
-        .route("/ledger/proof/consistency", get(ledger::consistency));
+        .route("/ledger/proof/consistency", get(ledger::consistency))
+        // Called by an external MQTT broker (EMQX HTTP authentication and authorization).
+        .route("/mqtt/auth", post(telemetry::broker_auth))
+        .route("/mqtt/acl", post(telemetry::broker_acl));
     Router::new()
         .route("/ledger/checkpoint", get(ledger::checkpoint))
         .route("/ledger/tile/{*rest}", get(ledger::tile))
@@ -68,6 +95,44 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The principal an MQTT login names, if its credential is valid: a station, else a recorder.
+pub(crate) async fn mqtt_principal(
+    s: &ApiState,
+    username: &str,
+    password: &str,
+) -> Result<custody_mqtt::Principal, String> {
+    if let Ok(cred) = custody_core::StationCredential::from_parts(username, password)
+        && let Ok(id) = s.stations.authenticate_quietly(&cred).await
+    {
+        return Ok(custody_mqtt::Principal::Station(id));
+    }
+    let cred = custody_core::DeviceCredential::from_parts(username, password)?;
+    s.devices
+        .authenticate(&cred)
+        .await
+        .map(custody_mqtt::Principal::Device)
+        .map_err(|e| e.to_string())
+}
+
+/// The principal a user name belongs to (its credential was checked at login by the broker).
+pub(crate) async fn mqtt_registered(
+    s: &ApiState,
+    username: &str,
+) -> Option<custody_mqtt::Principal> {
+    if let Ok(id) = custody_core::StationId::parse(username)
+        && s.stations.get(&id).await.is_ok_and(|v| !v.disabled)
+    {
+        return Some(custody_mqtt::Principal::Station(id));
+    }
+    let id = custody_core::DeviceId::parse(username).ok()?;
+    s.devices
+        .is_active(&id)
+        .await
+        .ok()
+        .filter(|a| *a)
+        .map(|_| custody_mqtt::Principal::Device(id))
 }
 
 async fn healthz() -> &'static str {

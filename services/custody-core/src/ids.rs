@@ -154,6 +154,16 @@ uuid_id!(
     "evidence_id"
 );
 uuid_id!(
+    /// An alarm raised by a recorder (SOS).
+    AlarmId,
+    "alarm_id"
+);
+uuid_id!(
+    /// A geofence (网格, 辖区).
+    FenceId,
+    "fence_id"
+);
+uuid_id!(
     /// One resumable upload session.
     UploadId,
     "upload_id"

@@ -103,6 +103,21 @@ impl Stations {
         }
     }
 
+    /// Like [`Stations::authenticate`], but an id that is no station is refused without a log line:
+    /// an MQTT login's user name is looked up among stations first, then among recorders.
+    pub async fn authenticate_quietly(
+        &self,
+        cred: &StationCredential,
+    ) -> Result<StationId, IngestError> {
+        if self.meta.station_secret(&cred.id).await?.is_none() {
+            return Err(IngestError::Unauthenticated(format!(
+                "{} is not a registered station",
+                cred.id
+            )));
+        }
+        self.authenticate(cred).await
+    }
+
     /// Records a slots report that arrived on station `topic_station`'s topic.
     pub async fn record_slots(
         &self,

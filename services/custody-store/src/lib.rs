@@ -1,4 +1,4 @@
-//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations) in SQLite or PostgreSQL
+//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations, telemetry) in SQLite or PostgreSQL
 //! behind one API, with migrations per backend embedded and run at start-up. [`Blobs`] keeps bytes in an
 //! object store (local disk or any S3-compatible server) and gives uploads a resumable, durable staging
 //! area on both.
@@ -11,6 +11,7 @@ mod error;
 mod ledger;
 mod meta;
 mod stations;
+mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -22,3 +23,4 @@ pub use ledger::{
 };
 pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};
 pub use stations::{StationRecord, StationSecret};
+pub use telemetry::{AlarmCursor, DeviceRecord, PositionsPurged, TelemetryWrite};

@@ -41,6 +41,8 @@ pub(crate) use on_pool;
 #[derive(Debug, Clone)]
 pub struct Metadata {
     pub(crate) pool: Pool,
+    /// PostgreSQL position partitions (UTC day numbers) known to exist, so that a batch does not ask.
+    pub(crate) partitions: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
 }
 
 /// Where a listing continues: after this (capture time, id).
@@ -258,7 +260,10 @@ impl Metadata {
                 "database_url must start with sqlite: or postgres:, got {url:?}"
             )));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            partitions: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -4,6 +4,8 @@
 use crate::error::StoreError;
 use crate::meta::{Metadata, corrupt, on_pool};
 use custody_core::{StationId, Timestamp};
+// Only table names from the closed `Principals` enum are formatted into SQL; values are bound.
+use sqlx::AssertSqlSafe;
 
 /// A station as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +23,53 @@ pub struct StationRecord {
     pub heartbeat_at: Option<Timestamp>,
 }
 
-/// What authenticating a station needs.
+/// Machines that log in with an id and a secret, each in its own table of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Principals {
+    Stations,
+    Devices,
+}
+
+impl Principals {
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Self::Stations => "stations",
+            Self::Devices => "devices",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Stations => "station",
+            Self::Devices => "device",
+        }
+    }
+
+    /// A static context for database errors, such as `registering a device`.
+    fn context(self, op: Op) -> &'static str {
+        use Op::*;
+        match (self, op) {
+            (Self::Stations, Register) => "registering a station",
+            (Self::Devices, Register) => "registering a device",
+            (Self::Stations, Rotate) => "replacing a station secret",
+            (Self::Devices, Rotate) => "replacing a device secret",
+            (Self::Stations, Disable) => "disabling a station",
+            (Self::Devices, Disable) => "disabling a device",
+            (Self::Stations, ReadSecret) => "reading a station secret",
+            (Self::Devices, ReadSecret) => "reading a device secret",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Register,
+    Rotate,
+    Disable,
+    ReadSecret,
+}
+
+/// What authenticating a station or device needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StationSecret {
     /// SHA-256 of the station's secret.
@@ -74,21 +122,8 @@ impl Metadata {
         secret_sha256: &[u8; 32],
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let sql = "INSERT INTO stations (id, name, secret_sha256, created_at) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (id) DO NOTHING";
-        let n = on_pool!(self, p => sqlx::query(sql)
-            .bind(id.as_str())
-            .bind(name)
-            .bind(secret_sha256.to_vec())
-            .bind(now.unix_micros())
-            .execute(p)
+        self.insert_principal(Principals::Stations, id.as_str(), name, secret_sha256, now)
             .await
-            .map(|r| r.rows_affected()))
-        .map_err(StoreError::db("registering a station"))?;
-        if n == 0 {
-            return Err(StoreError::AlreadyExists(format!("station {id}")));
-        }
-        Ok(())
     }
 
     /// Replaces a station's secret (and re-enables it). `NotFound` for an unknown station.
@@ -97,34 +132,14 @@ impl Metadata {
         id: &StationId,
         secret_sha256: &[u8; 32],
     ) -> Result<(), StoreError> {
-        let sql = "UPDATE stations SET secret_sha256 = $1, disabled_at = NULL WHERE id = $2";
-        let n = on_pool!(self, p => sqlx::query(sql)
-            .bind(secret_sha256.to_vec())
-            .bind(id.as_str())
-            .execute(p)
+        self.set_principal_secret(Principals::Stations, id.as_str(), secret_sha256)
             .await
-            .map(|r| r.rows_affected()))
-        .map_err(StoreError::db("replacing a station secret"))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("station {id}")));
-        }
-        Ok(())
     }
 
     /// Revokes a station's credential. `NotFound` for an unknown station.
     pub async fn disable_station(&self, id: &StationId, now: Timestamp) -> Result<(), StoreError> {
-        let sql = "UPDATE stations SET disabled_at = COALESCE(disabled_at, $1) WHERE id = $2";
-        let n = on_pool!(self, p => sqlx::query(sql)
-            .bind(now.unix_micros())
-            .bind(id.as_str())
-            .execute(p)
+        self.disable_principal(Principals::Stations, id.as_str(), now)
             .await
-            .map(|r| r.rows_affected()))
-        .map_err(StoreError::db("disabling a station"))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("station {id}")));
-        }
-        Ok(())
     }
 
     /// The secret hash of a station, or `None` when no such station is registered.
@@ -132,16 +147,104 @@ impl Metadata {
         &self,
         id: &StationId,
     ) -> Result<Option<StationSecret>, StoreError> {
-        let sql = "SELECT secret_sha256, disabled_at FROM stations WHERE id = $1";
-        let row: Option<(Vec<u8>, Option<i64>)> = on_pool!(self, p => sqlx::query_as(sql)
-            .bind(id.as_str())
+        self.principal_secret(Principals::Stations, id.as_str())
+            .await
+    }
+
+    pub(crate) async fn insert_principal(
+        &self,
+        t: Principals,
+        id: &str,
+        name: &str,
+        secret_sha256: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (id, name, secret_sha256, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+            t.table()
+        );
+        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(name)
+            .bind(secret_sha256.to_vec())
+            .bind(now.unix_micros())
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(StoreError::db(t.context(Op::Register)))?;
+        if n == 0 {
+            return Err(StoreError::AlreadyExists(format!("{} {id}", t.what())));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_principal_secret(
+        &self,
+        t: Principals,
+        id: &str,
+        secret_sha256: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE {} SET secret_sha256 = $1, disabled_at = NULL WHERE id = $2",
+            t.table()
+        );
+        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+            .bind(secret_sha256.to_vec())
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(StoreError::db(t.context(Op::Rotate)))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("{} {id}", t.what())));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn disable_principal(
+        &self,
+        t: Principals,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE {} SET disabled_at = COALESCE(disabled_at, $1) WHERE id = $2",
+            t.table()
+        );
+        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+            .bind(now.unix_micros())
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(StoreError::db(t.context(Op::Disable)))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("{} {id}", t.what())));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn principal_secret(
+        &self,
+        t: Principals,
+        id: &str,
+    ) -> Result<Option<StationSecret>, StoreError> {
+        let sql = format!(
+            "SELECT secret_sha256, disabled_at FROM {} WHERE id = $1",
+            t.table()
+        );
+        let row: Option<(Vec<u8>, Option<i64>)> =
+            on_pool!(self, p => sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id)
             .fetch_optional(p)
             .await)
-        .map_err(StoreError::db("reading a station secret"))?;
+            .map_err(StoreError::db(t.context(Op::ReadSecret)))?;
         row.map(|(h, disabled)| {
-            let sha256: [u8; 32] = h.as_slice().try_into().map_err(|_| {
-                corrupt("stations", id.as_str())("secret hash is not 32 bytes".into())
-            })?;
+            let sha256: [u8; 32] = h
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt(t.table(), id)("secret hash is not 32 bytes".into()))?;
             Ok(StationSecret {
                 sha256,
                 disabled: disabled.is_some(),

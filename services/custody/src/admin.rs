@@ -1,8 +1,8 @@
 //! `custody admin`: operator commands that change keys and registries.
 
 use anyhow::Context;
-use custody_core::StationId;
-use custody_core::station::StationCredential;
+use custody_core::credential::{Credential, CredentialId};
+use custody_core::{DeviceId, StationId};
 use custody_ingest::{LedgerKeys, Stations};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -214,17 +214,7 @@ pub async fn station(
         | StationCommand::Disable { storage, .. }
         | StationCommand::List { storage } => storage.clone(),
     };
-    let config = crate::Config::load(config_file, explicit, &storage)?;
-    let db_url = config.database_url();
-    if let Some(dir) = db_url
-        .strip_prefix("sqlite://")
-        .and_then(|p| Path::new(p).parent())
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let meta = custody_store::Metadata::connect(&db_url, 2)
-        .await
-        .with_context(|| format!("opening database {}", crate::config::redact_url(&db_url)))?;
+    let meta = open_meta(config_file, explicit, &storage).await?;
     let stations = Stations::new(meta.clone());
     let id = |s: &str| StationId::parse(s).map_err(|e| anyhow::anyhow!("{e}"));
     let result = match cmd {
@@ -281,25 +271,184 @@ pub async fn station(
     result
 }
 
-fn show_credential(cred: &StationCredential, out: Option<&Path>) -> anyhow::Result<()> {
+/// Opens the metadata database named by the configuration (creating a SQLite file's directory).
+async fn open_meta(
+    config_file: &Path,
+    explicit: bool,
+    storage: &crate::config::StorageArgs,
+) -> anyhow::Result<custody_store::Metadata> {
+    let config = crate::Config::load(config_file, explicit, storage)?;
+    let db_url = config.database_url();
+    if let Some(dir) = db_url
+        .strip_prefix("sqlite://")
+        .and_then(|p| Path::new(p).parent())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    custody_store::Metadata::connect(&db_url, 2)
+        .await
+        .with_context(|| format!("opening database {}", crate::config::redact_url(&db_url)))
+}
+
+/// Writes credentials to an owner-only file, one per line.
+fn write_credentials(path: &Path, tokens: &[String]) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    for t in tokens {
+        writeln!(f, "{t}")?;
+    }
+    f.sync_all()?;
+    eprintln!("credentials written to {}", path.display());
+    Ok(())
+}
+
+fn show_credential<I: CredentialId>(
+    cred: &Credential<I>,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
     if let Some(path) = out {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        writeln!(f, "{}", cred.token())?;
-        f.sync_all()?;
-        eprintln!("credential written to {}", path.display());
+        write_credentials(path, &[cred.token()])?;
     }
     eprintln!(
-        "station {}: credential issued (shown once; configure it on the station, keep it secret)",
-        cred.id
+        "{} {}: credential issued (shown once; configure it on the {}, keep it secret)",
+        I::KIND,
+        cred.id,
+        I::KIND
     );
     println!("{}", cred.token());
     Ok(())
+}
+
+/// `custody admin device ...`: recorders that report positions (MQTT login, gRPC Telemetry.Report).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DeviceCommand {
+    /// Register a recorder and print its credential `<id>:<secret>` (shown once). It logs in to MQTT
+    /// with user name = id, password = the secret, and may publish only under its own topics.
+    /// With --count N, register N recorders PREFIX00001.. and write their credentials to
+    /// --credential-out, one per line (for fleets and `custody-sim fleet --credentials`).
+    Add {
+        /// Device id (the recorder's serial number); omit with --count
+        id: Option<String>,
+        /// A name people recognise
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Also write the credential(s) to this file (owner-only)
+        #[arg(long)]
+        credential_out: Option<PathBuf>,
+        /// Register this many recorders named PREFIX + a 5-digit number
+        #[arg(long, requires = "credential_out", conflicts_with = "id")]
+        count: Option<u32>,
+        /// Id prefix for --count
+        #[arg(long, default_value = "SIM-")]
+        prefix: String,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// Issue a new credential for a recorder; the old one stops working at once.
+    Rotate {
+        id: String,
+        #[arg(long)]
+        credential_out: Option<PathBuf>,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// Revoke a recorder's credential.
+    Disable {
+        id: String,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// List registered recorders.
+    List {
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+}
+
+/// Runs a recorder registry command against the configured database (the same settings as `serve`).
+pub async fn device(config_file: &Path, explicit: bool, cmd: DeviceCommand) -> anyhow::Result<()> {
+    let storage = match &cmd {
+        DeviceCommand::Add { storage, .. }
+        | DeviceCommand::Rotate { storage, .. }
+        | DeviceCommand::Disable { storage, .. }
+        | DeviceCommand::List { storage } => storage.clone(),
+    };
+    let meta = open_meta(config_file, explicit, &storage).await?;
+    let devices = custody_tracking::Devices::new(meta.clone());
+    let id = |s: &str| DeviceId::parse(s).map_err(|e| anyhow::anyhow!("{e}"));
+    let result = async {
+        match cmd {
+            DeviceCommand::Add {
+                count: Some(n),
+                prefix,
+                name,
+                credential_out,
+                ..
+            } => {
+                let mut tokens = Vec::with_capacity(n as usize);
+                for i in 1..=n {
+                    let cred = devices.add(id(&format!("{prefix}{i:05}"))?, &name).await?;
+                    tokens.push(cred.token());
+                }
+                if let Some(path) = credential_out {
+                    write_credentials(&path, &tokens)?;
+                }
+                eprintln!("{n} devices registered");
+                Ok(())
+            }
+            DeviceCommand::Add {
+                id: Some(did),
+                name,
+                credential_out,
+                ..
+            } => {
+                let cred = devices.add(id(&did)?, &name).await?;
+                show_credential(&cred, credential_out.as_deref())
+            }
+            DeviceCommand::Add { .. } => anyhow::bail!("give a device id, or --count N"),
+            DeviceCommand::Rotate {
+                id: did,
+                credential_out,
+                ..
+            } => {
+                let cred = devices.rotate(id(&did)?).await?;
+                show_credential(&cred, credential_out.as_deref())
+            }
+            DeviceCommand::Disable { id: did, .. } => {
+                devices.disable(&id(&did)?).await?;
+                println!("device {did}: credential revoked");
+                Ok(())
+            }
+            DeviceCommand::List { .. } => {
+                let mut after: Option<DeviceId> = None;
+                println!("{:<24} {:<8} {:<28} name", "id", "state", "registered");
+                loop {
+                    let page = devices.list(after.as_ref(), 500).await?;
+                    for d in &page {
+                        let state = if d.disabled_at.is_some() {
+                            "disabled"
+                        } else {
+                            "active"
+                        };
+                        println!("{:<24} {:<8} {:<28} {}", d.id, state, d.created_at, d.name);
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == 500 => after = Some(last.id.clone()),
+                        _ => break,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+    .await;
+    meta.close().await;
+    result
 }
 
 fn signed_note_name_ok(name: &str) -> bool {

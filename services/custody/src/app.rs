@@ -6,6 +6,7 @@ use anyhow::Context;
 use custody_api::ApiState;
 use custody_ingest::{Ingest, IngestConfig, IngestMetrics, Ledger, LedgerConfig, Stations};
 use custody_store::{BlobConfig, Blobs, Metadata};
+use custody_tracking::{Devices, Tracking, TrackingMetrics};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::future::Future;
@@ -23,6 +24,8 @@ pub struct App {
     mqtt: MqttIn,
     ingest: Ingest,
     stations: Stations,
+    devices: Devices,
+    tracking: Tracking,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
@@ -31,7 +34,7 @@ pub struct App {
 /// Where MQTT messages come in: the embedded endpoint's listener, or the bridge to an external broker.
 #[derive(Debug)]
 enum MqttIn {
-    Endpoint(TcpListener, Arc<crate::mqtt::MqttRouter>),
+    Endpoint(TcpListener, custody_mqtt::Endpoint),
     Bridge(Box<custody_mqtt::Bridge>),
 }
 
@@ -115,6 +118,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         metrics,
     );
     let stations = Stations::new(meta.clone());
+    let devices = Devices::new(meta.clone());
+    let tracking_metrics = TrackingMetrics::default();
+    tracking_metrics.register(&mut registry);
+    let tracking = Tracking::open(meta.clone(), config.tracking(), tracking_metrics)
+        .await
+        .context("loading telemetry state")?;
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding http_listen {}", config.http_listen))?;
@@ -124,23 +133,32 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     // The MQTT side is checked here, like the listeners, so that a bad broker URL stops start-up.
     let router = Arc::new(crate::mqtt::MqttRouter {
         stations: stations.clone(),
+        devices: devices.clone(),
+        tracking: tracking.clone(),
     });
     let mqtt = match &config.mqtt_url {
-        None => MqttIn::Endpoint(
-            TcpListener::bind(config.mqtt_listen)
-                .await
-                .with_context(|| format!("binding mqtt_listen {}", config.mqtt_listen))?,
-            router,
-        ),
+        None => {
+            let endpoint = custody_mqtt::Endpoint::new(router, Default::default());
+            tracking.set_command_sink(Arc::new(crate::mqtt::EndpointCommands(endpoint.clone())));
+            MqttIn::Endpoint(
+                TcpListener::bind(config.mqtt_listen)
+                    .await
+                    .with_context(|| format!("binding mqtt_listen {}", config.mqtt_listen))?,
+                endpoint,
+            )
+        }
         Some(url) => {
             let mut bridge = custody_mqtt::BridgeConfig::new(url, &config.mqtt_client_id);
             bridge.username = config.mqtt_username.clone();
             bridge.password = config.mqtt_password()?;
             bridge.share_group = config.mqtt_share_group.clone();
-            bridge.filters = crate::mqtt::STATION_FILTERS.map(String::from).to_vec();
-            MqttIn::Bridge(Box::new(
-                custody_mqtt::Bridge::new(bridge, router).context("mqtt_url")?,
-            ))
+            bridge.filters = custody_mqtt::topics::INBOUND_FILTERS
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
+            let bridge = custody_mqtt::Bridge::new(bridge, router).context("mqtt_url")?;
+            tracking.set_command_sink(Arc::new(crate::mqtt::BridgeCommands(bridge.handle())));
+            MqttIn::Bridge(Box::new(bridge))
         }
     };
     Ok(App {
@@ -149,6 +167,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         mqtt,
         ingest,
         stations,
+        devices,
+        tracking,
         meta,
         registry: Arc::new(registry),
         config,
@@ -175,6 +195,14 @@ impl App {
         &self.stations
     }
 
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
+    pub fn tracking(&self) -> &Tracking {
+        &self.tracking
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish (an upload
     /// stream's received bytes are made durable), stops the workers and closes the database.
     pub async fn run(
@@ -193,6 +221,10 @@ impl App {
         let api = custody_api::router(ApiState {
             ingest: self.ingest.clone(),
             stations: self.stations.clone(),
+            tracking: self.tracking.clone(),
+            devices: self.devices.clone(),
+            mqtt_superusers: self.config.mqtt_superusers.clone(),
+            mqtt_password: self.config.mqtt_password()?,
             registry: self.registry.clone(),
         });
         let http = tokio::spawn(custody_api::serve(
@@ -212,25 +244,30 @@ impl App {
                     self.ingest.clone(),
                     self.stations.clone(),
                 ))
+                .add_service(custody_grpc::telemetry_server(
+                    self.tracking.clone(),
+                    self.devices.clone(),
+                ))
                 .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned()),
         );
 
         let shutdown = token.clone().cancelled_owned();
         let mqtt = match self.mqtt {
-            MqttIn::Endpoint(listener, router) => {
-                let endpoint = custody_mqtt::Endpoint::new(router, Default::default());
-                tokio::spawn(async move {
-                    endpoint
-                        .serve(listener, shutdown)
-                        .await
-                        .context("mqtt endpoint")
-                })
-            }
+            MqttIn::Endpoint(listener, endpoint) => tokio::spawn(async move {
+                endpoint
+                    .serve(listener, shutdown)
+                    .await
+                    .context("mqtt endpoint")
+            }),
             MqttIn::Bridge(bridge) => {
                 tokio::spawn(async move { bridge.run(shutdown).await.context("mqtt bridge") })
             }
         };
 
+        // The position writer stops after the transports (below), so that what they took is written.
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(self.tracking.clone().run_writer(writer_stop.clone()));
+        let retention = tokio::spawn(self.tracking.clone().run_retention(token.clone()));
         let expiry = tokio::spawn(self.ingest.clone().run_expiry(
             self.config.upload_expiry_interval,
             token.clone().cancelled_owned(),
@@ -258,6 +295,9 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "mqtt task failed"),
             Ok(Ok(())) => {}
         }
+        writer_stop.cancel();
+        let _ = writer.await;
+        let _ = retention.await;
         let _ = expiry.await;
         let _ = sequencer.await;
         self.meta.close().await;

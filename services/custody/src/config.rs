@@ -21,11 +21,12 @@ pub struct Config {
     /// Address of the gRPC API (uploads).
     pub grpc_listen: SocketAddr,
     /// Address of the embedded MQTT 3.1.1 endpoint where stations publish their slot status and
-    /// heartbeats (each logs in with its credential and may publish only under its own topics).
+    /// heartbeats, and recorders their positions, alarms and status (each logs in with its credential
+    /// and may publish only under its own topics).
     /// Not opened when `mqtt_url` names an external broker.
     pub mqtt_listen: SocketAddr,
-    /// An external MQTT broker (`mqtt://host:port`, e.g. EMQX or Mosquitto) to take station messages
-    /// from instead of the embedded endpoint, through a shared persistent subscription. The broker's own
+    /// An external MQTT broker (`mqtt://host:port`, e.g. EMQX or Mosquitto) to take station and device
+    /// messages from instead of the embedded endpoint, through a shared persistent subscription. The broker's own
     /// authentication and topic ACLs then vouch for who published what.
     pub mqtt_url: Option<String>,
     /// Client id at the external broker. The session is persistent, so give each replica its own.
@@ -36,6 +37,25 @@ pub struct Config {
     pub mqtt_username: Option<String>,
     /// File holding the password at the external broker; never logged.
     pub mqtt_password_file: Option<PathBuf>,
+    /// Telemetry: a fix moving faster than this (m/s) from the device's previous fix is rejected
+    /// (`too_fast`). 70 m/s is a car on a highway with margin.
+    pub max_speed_mps: f64,
+    /// Telemetry: a fix whose time is further than this ahead of the server clock is rejected
+    /// (`future_time`).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Positions are kept this long, then deleted (PostgreSQL drops whole day partitions). A fix
+    /// older than this is rejected on arrival (`too_old`). `0s` keeps positions forever.
+    #[serde(with = "humantime_serde")]
+    pub position_retention: Duration,
+    /// Most positions written in one database transaction.
+    pub position_batch_max: usize,
+    /// How many live events a command-centre client (WebSocket, gRPC Watch) may fall behind before it
+    /// loses some and is told it lagged.
+    pub live_queue: usize,
+    /// MQTT user names that the HTTP auth endpoint for external brokers (`/api/v1/mqtt/auth`) lets
+    /// log in with `mqtt_password_file`'s password and read every device topic: Custody's own bridge.
+    pub mqtt_superusers: Vec<String>,
     /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     /// Connections in the database pool.
@@ -149,6 +169,12 @@ impl Default for Config {
             mqtt_share_group: "custody".into(),
             mqtt_username: None,
             mqtt_password_file: None,
+            max_speed_mps: 70.0,
+            max_future_skew: Duration::from_secs(300),
+            position_retention: Duration::from_secs(180 * 86_400),
+            position_batch_max: 10_000,
+            live_queue: 65_536,
+            mqtt_superusers: vec!["custody".into()],
             database_url: None,
             database_max_connections: 16,
             object_store: None,
@@ -250,6 +276,12 @@ impl Config {
         }
         if self.ledger_batch_max == 0 || self.ledger_batch_interval.is_zero() {
             anyhow::bail!("ledger_batch_max and ledger_batch_interval must be greater than zero");
+        }
+        if !(self.max_speed_mps.is_finite() && self.max_speed_mps > 0.0) {
+            anyhow::bail!("max_speed_mps must be a positive number of metres per second");
+        }
+        if self.position_batch_max == 0 || self.live_queue == 0 {
+            anyhow::bail!("position_batch_max and live_queue must be greater than zero");
         }
         if self
             .object_store
@@ -387,5 +419,25 @@ mod tests {
     fn database_passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}
+
+impl Config {
+    /// The telemetry pipeline's settings.
+    pub fn tracking(&self) -> custody_tracking::TrackingConfig {
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let retention = (!self.position_retention.is_zero()).then_some(self.position_retention);
+        custody_tracking::TrackingConfig {
+            limits: custody_core::position::Limits {
+                max_future_micros: micros(self.max_future_skew),
+                max_age_micros: retention.map(micros),
+                max_speed_mps: self.max_speed_mps,
+                ..Default::default()
+            },
+            batch_max: self.position_batch_max,
+            live_capacity: self.live_queue,
+            retention,
+            ..Default::default()
+        }
     }
 }

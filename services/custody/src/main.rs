@@ -83,6 +83,10 @@ enum AdminCommand {
     /// Uses the same storage settings as `serve` (config file, CUSTODY_* variables, these flags).
     #[command(subcommand)]
     Station(custody::admin::StationCommand),
+    /// Recorders that report positions: register one (or --count N) and issue its credential, rotate or
+    /// revoke a credential, list. Uses the same storage settings as `serve`.
+    #[command(subcommand)]
+    Device(custody::admin::DeviceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +252,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Station(cmd)) => {
             custody::init_logging("warn", false);
             runtime.block_on(custody::admin::station(&cli.config, explicit, cmd))
+        }
+        Command::Admin(AdminCommand::Device(cmd)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::admin::device(&cli.config, explicit, cmd))
         }
         Command::Verify(VerifyCommand::Receipt { file, keys }) => {
             let report = custody::verify::receipt(&file, &keys)?;

@@ -1,32 +1,60 @@
-//! What Custody does with MQTT: who may connect (docking stations, with their credential: user name =
-//! station id, password = the secret's hex) and where each topic goes. The transport itself (embedded
-//! endpoint, external-broker bridge, topic ACLs) is `custody-mqtt`'s; this is the wiring to services.
+//! What Custody does with MQTT: who may connect (docking stations and recorders, each with its
+//! credential: user name = id, password = the secret's hex) and where each topic goes. The transport
+//! itself (embedded endpoint, external-broker bridge, topic ACLs) is `custody-mqtt`'s; this is the
+//! wiring to services.
 
-use custody_core::station::StationCredential;
-use custody_core::{ErrorCode, HasErrorCode};
+use bytes::Bytes;
+use custody_core::position::{self, AlarmMessage, OwnTracks};
+use custody_core::{DeviceCredential, DeviceId, ErrorCode, HasErrorCode, StationCredential};
 use custody_ingest::{IngestError, Stations};
 use custody_mqtt::topics::{self, Topic};
-use custody_mqtt::{Handler, Inbound, Principal, Refusal};
-
-/// The topics a server takes from an external broker.
-pub const STATION_FILTERS: [&str; 2] = [
-    "custody/v1/station/+/slots",
-    "custody/v1/station/+/heartbeat",
-];
+use custody_mqtt::{Handler, Inbound, Principal, QoS, Refusal};
+use custody_tracking::{CommandSink, Devices, Tracking, TrackingError};
 
 /// Routes MQTT logins and messages to the services.
 #[derive(Debug, Clone)]
 pub struct MqttRouter {
     pub stations: Stations,
+    pub devices: Devices,
+    pub tracking: Tracking,
 }
 
 /// A permanently bad message is acknowledged and dropped; one that cannot be stored now is not.
-fn refusal(e: IngestError) -> Refusal {
-    match e.code() {
+fn refusal(code: ErrorCode, message: String) -> Refusal {
+    match code {
         ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::ResourceExhausted => {
-            Refusal::Unavailable(e.to_string())
+            Refusal::Unavailable(message)
         }
-        _ => Refusal::Malformed(e.to_string()),
+        _ => Refusal::Malformed(message),
+    }
+}
+
+fn from_ingest(e: IngestError) -> Refusal {
+    refusal(e.code(), e.to_string())
+}
+
+fn from_tracking(e: TrackingError) -> Refusal {
+    refusal(e.code(), e.to_string())
+}
+
+impl MqttRouter {
+    fn malformed(&self, source: &'static str, reason: String) -> Refusal {
+        self.tracking.metrics().malformed(source);
+        Refusal::Malformed(reason)
+    }
+
+    async fn positions(&self, device: &DeviceId, payload: &[u8]) -> Result<(), Refusal> {
+        let fixes = if position::looks_like_json(payload) {
+            position::parse_json(device, payload).map_err(|e| self.malformed("mqtt_json", e))?
+        } else {
+            custody_grpc::telemetry::decode_position_batch(device, payload)
+                .map_err(|e| self.malformed("mqtt_proto", e))?
+        };
+        self.tracking
+            .report(device, fixes)
+            .await
+            .map(|_| ())
+            .map_err(from_tracking)
     }
 }
 
@@ -38,11 +66,17 @@ impl Handler for MqttRouter {
         username: &str,
         password: &str,
     ) -> Result<Principal, String> {
-        let cred = StationCredential::from_parts(username, password)?;
-        self.stations
+        // Stations and recorders have separate registries; the user name is looked up in both.
+        if let Ok(cred) = StationCredential::from_parts(username, password)
+            && let Ok(id) = self.stations.authenticate_quietly(&cred).await
+        {
+            return Ok(Principal::Station(id));
+        }
+        let cred = DeviceCredential::from_parts(username, password)?;
+        self.devices
             .authenticate(&cred)
             .await
-            .map(Principal::Station)
+            .map(Principal::Device)
             .map_err(|e| e.to_string())
     }
 
@@ -52,20 +86,85 @@ impl Handler for MqttRouter {
                 .stations
                 .record_slots(&id, &msg.payload)
                 .await
-                .map_err(refusal),
+                .map_err(from_ingest),
             Some(Topic::StationHeartbeat(id)) => self
                 .stations
                 .record_heartbeat(&id, &msg.payload)
                 .await
-                .map_err(refusal),
-            Some(_) => Err(Refusal::Malformed(format!(
-                "topic {} is not taken by this version of custody (device telemetry comes later)",
-                msg.topic
-            ))),
+                .map_err(from_ingest),
+            Some(Topic::DevicePos(id)) => self.positions(&id, &msg.payload).await,
+            Some(Topic::DeviceAlarm(id)) => {
+                let alarm =
+                    AlarmMessage::parse(&msg.payload).map_err(|e| self.malformed("alarm", e))?;
+                self.tracking
+                    .raise_alarm(&id, alarm)
+                    .await
+                    .map(|_| ())
+                    .map_err(from_tracking)
+            }
+            Some(Topic::DeviceStatus(id)) => {
+                if msg.payload.is_empty() {
+                    // An empty retained message clears the retained status at a broker: nothing to store.
+                    return Ok(());
+                }
+                self.tracking
+                    .record_status(&id, &msg.payload)
+                    .await
+                    .map_err(|e| match e {
+                        TrackingError::InvalidArgument(m) => self.malformed("status", m),
+                        e => from_tracking(e),
+                    })
+            }
+            Some(Topic::OwnTracks { device, .. }) => {
+                match position::parse_owntracks(&device, &msg.payload)
+                    .map_err(|e| self.malformed("owntracks", e))?
+                {
+                    OwnTracks::Location(p) => self
+                        .tracking
+                        .report(&device, vec![p])
+                        .await
+                        .map(|_| ())
+                        .map_err(from_tracking),
+                    OwnTracks::Other(kind) => {
+                        tracing::debug!(%device, kind, "OwnTracks message that is not a location ignored");
+                        Ok(())
+                    }
+                }
+            }
             None => Err(Refusal::Malformed(format!(
                 "topic {:?} is not a custody topic",
                 msg.topic
             ))),
         }
+    }
+}
+
+/// Commands to devices through the embedded endpoint: delivered to the device's connection if it is
+/// connected and subscribed to its cmd topic.
+#[derive(Debug)]
+pub struct EndpointCommands(pub custody_mqtt::Endpoint);
+
+#[async_trait::async_trait]
+impl CommandSink for EndpointCommands {
+    async fn send(&self, device: &DeviceId, payload: Bytes) -> Result<bool, String> {
+        Ok(self
+            .0
+            .publish(&topics::device_cmd(device), payload, QoS::AtLeastOnce)
+            > 0)
+    }
+}
+
+/// Commands to devices through the external broker, which holds them for persistent sessions.
+#[derive(Debug)]
+pub struct BridgeCommands(pub custody_mqtt::BridgeHandle);
+
+#[async_trait::async_trait]
+impl CommandSink for BridgeCommands {
+    async fn send(&self, device: &DeviceId, payload: Bytes) -> Result<bool, String> {
+        self.0
+            .publish(&topics::device_cmd(device), payload, QoS::AtLeastOnce)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
     }
 }
