@@ -1,7 +1,7 @@
-//! `custody-sim`: simulated recorders (and, later, stations and fleets) for tests, demos and benchmarks.
+//! `custody-sim`: simulated recorders and fleets of GPS recorders for tests, demos and benchmarks.
 
 use clap::{Parser, Subcommand};
-use custody_sim::{bench, recorder};
+use custody_sim::{bench, fleet, recorder};
 use std::time::Instant;
 
 /// Simulates the devices around Custody: writes what a docked body-worn recorder holds, with real media
@@ -19,6 +19,11 @@ enum Command {
     /// MP4 with AAC) in segment files, photos (JPEG) and audio (WAV, MP3) under DCIM/, named as recorders
     /// name them. Needs ffmpeg on PATH. The directory appears only when complete.
     Recorder(Box<recorder::RecorderArgs>),
+    /// Officers carrying GPS recorders on a street grid, publishing their positions over MQTT (protobuf
+    /// or JSON on custody/v1/dev/{device}/pos, or OwnTracks), with SOS alarms, until Ctrl-C, SIGTERM or
+    /// --duration. Prints a summary and can write stats as JSON.
+    #[command(after_long_help = fleet::EXAMPLES)]
+    Fleet(Box<fleet::FleetArgs>),
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -36,6 +41,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(BenchCommand::Station(args)) => bench::station(*args)?,
+        Command::Fleet(args) => {
+            let stats = fleet::run(&args)?;
+            println!("{}", stats.summary());
+        }
         Command::Recorder(args) => {
             let started = Instant::now();
             let manifest = recorder::make_recorder(&args)?;

@@ -5,17 +5,33 @@
 //! published while Custody is down and deliver them when it comes back. The shared subscription
 //! (`$share/{group}/{filter}`) lets several Custody instances split the load, each message going to one
 //! of them. The broker's ACLs decide who may publish where, so the handler gets `from = None`.
+//!
+//! The bridge is one connection carrying every device's messages, so it pipelines: a worker runs up to
+//! [`BridgeConfig::max_in_flight`] handler calls at once (a `FuturesOrdered`, first polled in the order
+//! the messages arrived) and acknowledges them in arrival order, each only after its own call returned.
+//!
+//! Broker settings for high rates. A broker sends a client only so many QoS 1 messages it has not had
+//! acknowledged: Mosquitto `max_inflight_messages` (default 20), EMQX `mqtt.max_inflight` (default 32).
+//! That caps the pipeline, so raise it to at least `max_in_flight`, e.g. `max_inflight_messages 1000` in
+//! mosquitto.conf (a global option; 0 means no limit, which is not recommended here, see `QUEUE`).
+//! Messages beyond that window wait in the broker's per-client queue, and past its limit they are
+//! dropped (Mosquitto `max_queued_messages`, default 1000; EMQX `mqtt.max_mqueue_len`, default 1000),
+//! also while Custody is down: size it for the rate times the outage to be bridged.
 
 use crate::endpoint::bump;
 use crate::{Counters, Handler, Inbound, Refusal, topics};
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rumqttc::mqttbytes::valid_filter;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
     SubscribeReasonCode,
 };
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -24,10 +40,12 @@ use tracing::{info, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Messages received but not yet taken by the handler. Brokers stop sending QoS 1 to a client with this
-/// many unacknowledged messages long before (Mosquitto 20, EMQX 32 by default), so this bounds only QoS 0.
+/// Messages received and waiting for a free handler slot, beyond the `max_in_flight` being handled: the
+/// queue holds `max_in_flight + QUEUE`. When it is full the bridge stops reading from the broker, which
+/// also stalls its keep-alive, so a broker's window of unacknowledged QoS 1 messages should stay within
+/// it (a window of 1000 does). QoS 0 messages that do not fit are dropped instead.
 const QUEUE: usize = 1024;
-/// How long shutdown waits for the message in hand to be taken and its ack flushed.
+/// How long shutdown waits for the handler calls in flight to finish and their acks to be flushed.
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Settings of the bridge.
@@ -52,6 +70,11 @@ pub struct BridgeConfig {
     pub share_group: String,
     /// Largest packet taken or sent, in bytes. Default 1 MiB.
     pub max_packet_bytes: usize,
+    /// Handler calls running at once, from 1 to 65535. Messages are acknowledged in the order they arrived,
+    /// each after its own call returned, so the bridge takes at most this many messages per storage
+    /// commit. The broker sends no more unacknowledged QoS 1 messages than its own limit (see the module
+    /// docs); raise that to at least this. Default 64.
+    pub max_in_flight: usize,
 }
 
 impl BridgeConfig {
@@ -69,6 +92,7 @@ impl BridgeConfig {
                 .collect(),
             share_group: "custody".to_owned(),
             max_packet_bytes: 1024 * 1024,
+            max_in_flight: 64,
         }
     }
 }
@@ -84,6 +108,7 @@ impl fmt::Debug for BridgeConfig {
             .field("filters", &self.filters)
             .field("share_group", &self.share_group)
             .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -179,6 +204,13 @@ impl Bridge {
                 "filter {f:?} is not a valid MQTT topic filter"
             )));
         }
+        // A broker cannot have more unacknowledged messages to one client than there are packet ids.
+        if !(1..=usize::from(u16::MAX)).contains(&config.max_in_flight) {
+            return Err(BridgeError::BadConfig(format!(
+                "max_in_flight must be from 1 to 65535, got {}",
+                config.max_in_flight
+            )));
+        }
         if config.share_group.contains(['/', '+', '#']) {
             return Err(BridgeError::BadConfig(format!(
                 "share_group {:?} must not contain '/', '+' or '#'",
@@ -220,9 +252,12 @@ impl Bridge {
     }
 
     /// Connects, subscribes and hands messages to the handler until `shutdown` completes, reconnecting
-    /// with backoff (100 ms doubling to 5 s) whenever the broker is unreachable. Each message is
-    /// acknowledged after the handler returned `Ok` or `Malformed`; on `Unavailable` the handler is
-    /// retried with the same backoff. Messages not yet acknowledged at shutdown are redelivered by the
+    /// with backoff (100 ms doubling to 5 s) whenever the broker is unreachable. Up to `max_in_flight`
+    /// handler calls run at once. Each message is acknowledged after the handler returned `Ok` or
+    /// `Malformed` for it, and after every message that arrived before it was acknowledged; on
+    /// `Unavailable` the handler is retried with the same backoff, and the acks of later messages wait
+    /// behind it. At shutdown the calls in flight finish (one waiting out a backoff gives up) and are
+    /// acknowledged up to the first message not taken; what is not acknowledged is redelivered by the
     /// broker when the bridge comes back.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BridgeError> {
         let Bridge {
@@ -246,9 +281,18 @@ impl Bridge {
                 SubscribeFilter::new(path, QoS::AtLeastOnce)
             })
             .collect();
-        let (queue_tx, queue_rx) = mpsc::channel(QUEUE);
+        let max_in_flight = config.max_in_flight;
+        let (queue_tx, queue_rx) = mpsc::channel(max_in_flight + QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut worker = tokio::spawn(work(handler, client.clone(), queue_rx, stop_rx, counters));
+        let worker = Worker {
+            handler,
+            acks: Acks::new(client.clone()),
+            queue: queue_rx,
+            stop: stop_rx,
+            counters,
+            max_in_flight,
+        };
+        let mut worker = tokio::spawn(worker.work());
         tokio::pin!(shutdown);
         let mut delay = BACKOFF_MIN;
         loop {
@@ -307,7 +351,7 @@ impl Bridge {
             }
         }
 
-        // Let the worker finish the message in hand, and keep polling so that its ack and our DISCONNECT
+        // Let the worker finish the calls in flight, and keep polling so that their acks and our DISCONNECT
         // reach the broker. Anything still queued is not acked and comes back with the next session.
         drop(queue_tx);
         let _ = stop_tx.send(true);
@@ -325,6 +369,10 @@ impl Bridge {
                         break;
                     }
                 }
+                // Wait for the broker to close the connection, which it does once it has read our
+                // DISCONNECT and so the acks before it. Closing first would reset the connection if
+                // anything from the broker is still unread, and the broker could lose the last acks.
+                while eventloop.poll().await.is_ok() {}
             }
         })
         .await;
@@ -337,40 +385,128 @@ impl Bridge {
     }
 }
 
-/// Takes queued messages one at a time, in order, and acks each once taken.
-async fn work(
+/// Takes queued messages into the handler, up to `max_in_flight` at once, and acks them in order.
+struct Worker {
     handler: Arc<dyn Handler>,
-    client: AsyncClient,
-    mut queue: mpsc::Receiver<Publish>,
-    mut stop: watch::Receiver<bool>,
+    acks: Acks,
+    queue: mpsc::Receiver<Publish>,
+    stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
-) {
-    loop {
-        let publish = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            next = queue.recv() => match next {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        if !take(&*handler, &publish, &mut stop, &counters).await {
-            return;
+    max_in_flight: usize,
+}
+
+impl Worker {
+    async fn work(self) {
+        let Worker {
+            handler,
+            mut acks,
+            mut queue,
+            stop,
+            counters,
+            max_in_flight,
+        } = self;
+        let mut stopped = stop.clone();
+        // Calls in arrival order. `FuturesOrdered` first polls each call after the ones pushed before it
+        // and yields results in push order, so acks come out in arrival order whatever order the calls
+        // finish in. A finished call keeps its slot until the ones before it have finished too.
+        let mut calls = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stopped| *stopped) => break,
+                Some(taken) = calls.next(), if !calls.is_empty() => match taken {
+                    Some(publish) => acks.push(publish),
+                    // Only when the bridge stops during a backoff.
+                    None => break,
+                },
+                () = acks.send_next(), if !acks.is_idle() => {}
+                next = queue.recv(), if calls.len() < max_in_flight => match next {
+                    Some(publish) => calls.push_back(take(
+                        handler.clone(),
+                        publish,
+                        stop.clone(),
+                        counters.clone(),
+                    )),
+                    None => break,
+                },
+            }
         }
-        if let Err(error) = client.ack(&publish).await {
-            warn!(%error, topic = %publish.topic, "could not queue mqtt ack");
+        // Stopping: no new calls; those in flight finish (one waiting out a backoff gives up at once),
+        // and are acked in order up to the first that was not taken.
+        let mut taking = true;
+        while let Some(taken) = calls.next().await {
+            match taken {
+                Some(publish) if taking => acks.push(publish),
+                _ => taking = false,
+            }
+        }
+        while !acks.is_idle() {
+            acks.send_next().await;
         }
     }
 }
 
-/// Hands one message to the handler until it is taken or refused as malformed (true), or the bridge
-/// stops first (false: not to be acked).
+/// Acks handed to the client one at a time, in the order pushed. Separate from taking messages so that
+/// a full client request channel never stops the worker from draining the queue: the request channel
+/// is emptied by the connection loop, which may itself be waiting for room in the queue.
+struct Acks {
+    client: AsyncClient,
+    /// Messages taken whose ack is not yet being handed to the client, oldest first. Bounded by the
+    /// broker's window of unacknowledged messages.
+    waiting: VecDeque<Publish>,
+    /// The ack being handed to the client. Kept across `send_next` calls so that cancelling one (it runs
+    /// in a `select!`) neither loses nor reorders an ack.
+    sending: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Acks {
+    fn new(client: AsyncClient) -> Self {
+        Self {
+            client,
+            waiting: VecDeque::new(),
+            sending: None,
+        }
+    }
+
+    fn push(&mut self, publish: Publish) {
+        // A QoS 0 message has no ack.
+        if publish.qos != QoS::AtMostOnce {
+            self.waiting.push_back(publish);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.sending.is_none() && self.waiting.is_empty()
+    }
+
+    /// Hands the oldest ack to the client. Cancel-safe.
+    async fn send_next(&mut self) {
+        if self.sending.is_none() {
+            let Some(publish) = self.waiting.pop_front() else {
+                return;
+            };
+            let client = self.client.clone();
+            self.sending = Some(Box::pin(async move {
+                if let Err(error) = client.ack(&publish).await {
+                    warn!(%error, topic = %publish.topic, "could not queue mqtt ack");
+                }
+            }));
+        }
+        if let Some(sending) = self.sending.as_mut() {
+            sending.await;
+        }
+        self.sending = None;
+    }
+}
+
+/// Hands one message to the handler until it is taken or refused as malformed (`Some`: to be acked), or
+/// the bridge stops first (`None`: not to be acked).
 async fn take(
-    handler: &dyn Handler,
-    p: &Publish,
-    stop: &mut watch::Receiver<bool>,
-    counters: &Counters,
-) -> bool {
+    handler: Arc<dyn Handler>,
+    p: Publish,
+    mut stop: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+) -> Option<Publish> {
     let mut delay = BACKOFF_MIN;
     loop {
         let msg = Inbound {
@@ -382,19 +518,19 @@ async fn take(
         match handler.publish(None, msg).await {
             Ok(()) => {
                 bump(&counters.accepted);
-                return true;
+                return Some(p);
             }
             Err(Refusal::Malformed(reason)) => {
                 bump(&counters.malformed);
                 warn!(topic = %p.topic, %reason, "malformed message acknowledged and dropped");
-                return true;
+                return Some(p);
             }
             Err(Refusal::Unavailable(reason)) => {
                 bump(&counters.unavailable);
                 warn!(topic = %p.topic, %reason, retry_in = ?delay, "message not stored, retrying");
                 tokio::select! {
                     biased;
-                    _ = stop.wait_for(|stopped| *stopped) => return false,
+                    _ = stop.wait_for(|stopped| *stopped) => return None,
                     _ = sleep(delay) => {}
                 }
                 delay = (delay * 2).min(BACKOFF_MAX);
@@ -502,6 +638,38 @@ mod tests {
         assert!(reason("mqtt://h:1883/path").contains("nothing after"));
         assert!(reason("mqtt://::1:1883").contains("brackets"));
         assert!(reason("mqtt://[::1:1883").contains("']'"));
+    }
+
+    struct NoHandler;
+
+    #[async_trait::async_trait]
+    impl Handler for NoHandler {
+        async fn authenticate(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<crate::Principal, String> {
+            Err("none".into())
+        }
+        async fn publish(&self, _: Option<&crate::Principal>, _: Inbound) -> Result<(), Refusal> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn max_in_flight_outside_1_to_65535_is_refused() {
+        for (n, ok) in [(0, false), (1, true), (65535, true), (65536, false)] {
+            let mut config = BridgeConfig::new("mqtt://127.0.0.1:1883", "c");
+            config.max_in_flight = n;
+            match Bridge::new(config, Arc::new(NoHandler)) {
+                Ok(_) => assert!(ok, "{n} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{n} refused: {e}");
+                    assert!(e.to_string().contains("max_in_flight"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

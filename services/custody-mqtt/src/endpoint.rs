@@ -1,9 +1,19 @@
-//! The embedded MQTT 3.1.1 endpoint: one task per connection, packets of a connection handled strictly in
-//! order, each PUBLISH handed to the [`Handler`] before it is acknowledged. Sessions are described on
-//! [`Endpoint`].
+//! The embedded MQTT 3.1.1 endpoint: one task per connection, each PUBLISH handed to the [`Handler`] before
+//! it is acknowledged. Sessions are described on [`Endpoint`].
+//!
+//! A connection pipelines its publishes: up to [`EndpointConfig::max_in_flight`] handler calls run at once
+//! inside the connection's task (a `FuturesOrdered`, not spawned tasks), so that one client is not held
+//! to one message per storage commit. Each call is first polled in the order its PUBLISH arrived, and the
+//! PUBACKs go out in that order too (MQTT 3.1.1 §4.6), each only after its own call returned. Other
+//! packets (PINGREQ, SUBSCRIBE, PUBACKs of outbound messages) are read and answered while calls run. When
+//! the pipeline is full the connection reads no further: the PUBLISH that did not fit is held until a slot
+//! frees, and the client waits in TCP. QoS 2 publishes run alone: one waits until the calls before it
+//! have been acknowledged, and later publishes wait until it has its PUBREC.
 
 use crate::{Handler, Inbound, Principal, Refusal, topics};
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rumqttc::QoS;
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish,
@@ -15,8 +25,10 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -25,6 +37,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
+
+/// How long a closing connection waits for the client to close its side; see [`Conn::linger`].
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Settings of the embedded endpoint.
 #[derive(Debug, Clone)]
@@ -36,12 +51,17 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// How long one write to a client may take; a client that stops reading is closed. Default 30 s.
     pub write_timeout: Duration,
-    /// On shutdown, how long connections get to finish what they are doing (a handler call and its ack)
-    /// before they are dropped. Default 10 s.
+    /// On shutdown, how long connections get to finish what they are doing (the handler calls in flight
+    /// and their acks) before they are dropped. Default 10 s.
     pub drain_timeout: Duration,
     /// Outbound messages queued per connection; when a connection's queue is full,
     /// [`Endpoint::publish`] skips it. Default 64.
     pub outbound_queue: usize,
+    /// Handler calls one connection may have running at once, for its QoS 0 and QoS 1 publishes. One
+    /// connection takes at most this many messages per storage commit, so this bounds its rate; when
+    /// that many are running it stops reading until the oldest is acknowledged. 0 is taken as 1 (one
+    /// message at a time). Default 32.
+    pub max_in_flight: usize,
 }
 
 impl Default for EndpointConfig {
@@ -52,6 +72,7 @@ impl Default for EndpointConfig {
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             outbound_queue: 64,
+            max_in_flight: 32,
         }
     }
 }
@@ -135,9 +156,9 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// Runs the embedded endpoint on `listener` until `shutdown` completes, then stops accepting, lets each
-/// connection finish the packet it is on (so a message being stored is either acknowledged or was
-/// never acknowledged) for up to `drain_timeout`, and returns.
+/// Runs the embedded endpoint on `listener` until `shutdown` completes, then stops accepting, stops reading
+/// from connections, lets each finish its handler calls in flight and write their acks (so a message
+/// being stored is either acknowledged or was never acknowledged) for up to `drain_timeout`, and returns.
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
@@ -321,10 +342,12 @@ struct Conn {
     wr: OwnedWriteHalf,
     /// Bytes read but not yet framed into a packet.
     buf: BytesMut,
-    /// Scratch space for encoding outgoing packets.
+    /// Packets encoded but not yet written; acks that are ready together go out in one write.
     out: BytesMut,
     /// 1.5 × the client's keep-alive; `None` before CONNECT or when the client asked for none.
     keep_alive: Option<Duration>,
+    /// When bytes last came in, or when reading resumed after a pause for a full pipeline: while the
+    /// endpoint is not reading, the client's silence is not the client's fault.
     last_rx: Instant,
 }
 
@@ -353,32 +376,110 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, packet: Packet) -> Result<(), Close> {
-        self.out.clear();
+    /// Encodes a packet for the next [`Conn::flush`].
+    fn queue(&mut self, packet: Packet) -> Result<(), Close> {
         packet
             .write(&mut self.out, self.shared.config.max_packet_bytes)
             .map_err(|e| Close::Protocol(format!("cannot encode reply: {e}")))?;
-        match timeout(
+        Ok(())
+    }
+
+    /// Writes what was queued. The queue is empty afterwards, whether the write worked or not.
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let written = timeout(
             self.shared.config.write_timeout,
             self.wr.write_all(&self.out),
         )
-        .await
-        {
+        .await;
+        self.out.clear();
+        match written {
             Ok(written) => written.map_err(Close::Io),
             Err(_) => Err(Close::Io(std::io::ErrorKind::TimedOut.into())),
         }
+    }
+
+    async fn send(&mut self, packet: Packet) -> Result<(), Close> {
+        self.queue(packet)?;
+        self.flush().await
+    }
+
+    /// Closes gracefully: a FIN after everything written, then what the client still sends is read and
+    /// discarded until it closes too, for up to [`LINGER`]. Dropping a socket with unread input resets
+    /// the connection instead, and a reset can destroy acks the client has not read yet (after a
+    /// refusal as unavailable, the client's later publishes are typically still unread).
+    async fn linger(mut self) {
+        let _ = timeout(LINGER, async {
+            if self.wr.shutdown().await.is_err() {
+                return;
+            }
+            loop {
+                self.buf.clear();
+                match self.rd.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
     }
 }
 
 enum Next {
     In(Packet),
     Out(Publish),
+    Handled(Handled),
+}
+
+/// What one handler call answered, with what is needed to acknowledge its message.
+struct Handled {
+    pkid: u16,
+    qos: QoS,
+    result: Result<(), Refusal>,
+}
+
+/// A handler call in the pipeline. It owns what it needs, so that it does not borrow the connection.
+type Call = Pin<Box<dyn Future<Output = Handled> + Send>>;
+
+/// The handler calls of one connection that have not been acknowledged yet, oldest first.
+///
+/// A `FuturesOrdered` polls calls inside the connection's task: a call pushed after another is first
+/// polled after it (handlers rely on this for work they do before their first await), and results come
+/// out in push order, which is the order the acks must be written in. A call that finished waits there
+/// until the ones before it have, and still holds its slot.
+struct Pipeline {
+    calls: FuturesOrdered<Call>,
+    /// Whether the calls include a QoS 2 one, which runs alone.
+    exclusive: bool,
+    /// [`EndpointConfig::max_in_flight`], at least 1.
+    max: usize,
+}
+
+impl Pipeline {
+    fn new(max: usize) -> Self {
+        Self {
+            calls: FuturesOrdered::new(),
+            exclusive: false,
+            max: max.max(1),
+        }
+    }
+
+    /// Whether a publish at `qos` may start now.
+    fn admits(&self, qos: QoS) -> bool {
+        match qos {
+            QoS::ExactlyOnce => self.calls.is_empty(),
+            QoS::AtMostOnce | QoS::AtLeastOnce => !self.exclusive && self.calls.len() < self.max,
+        }
+    }
 }
 
 /// What an accepted CONNECT established.
 struct Client {
-    id: String,
-    principal: Principal,
+    /// Shared with the handler calls in flight, as is `principal`.
+    id: Arc<str>,
+    principal: Arc<Principal>,
     conn: u64,
     will: Option<LastWill>,
     awaiting_rel: HashSet<u16>,
@@ -435,18 +536,37 @@ async fn connection(
         return;
     };
 
+    let mut pipeline = Pipeline::new(conn.shared.config.max_in_flight);
+    // A PUBLISH read while the pipeline had no room for it. While one is held the socket is not read:
+    // that is the back-pressure on the client.
+    let mut held: Option<Publish> = None;
     let close = loop {
-        // Biased so that a pending stop or takeover wins over more input: the packet in hand has been
-        // fully answered by the time we get here.
+        if let Some(p) = held.take_if(|p| pipeline.admits(p.qos)) {
+            conn.last_rx = Instant::now();
+            if let Err(close) = start(&mut conn, &mut client, &mut pipeline, p).await {
+                break close;
+            }
+        }
+        // Biased so that a pending stop or takeover wins over more input, and finished handler calls
+        // are acknowledged (freeing their slots) before more is read.
         let next = tokio::select! {
             biased;
             _ = stop.wait_for(|stopped| *stopped) => Err(Close::Shutdown),
             _ = kick.notified() => Err(Close::TakenOver),
-            packet = conn.read_packet() => packet.map(Next::In),
+            Some(handled) = pipeline.calls.next(), if !pipeline.calls.is_empty() => {
+                Ok(Next::Handled(handled))
+            }
+            packet = conn.read_packet(), if held.is_none() => packet.map(Next::In),
             Some(msg) = outbound.recv() => Ok(Next::Out(msg)),
         };
         let result = match next {
+            Ok(Next::In(Packet::Publish(p))) => {
+                on_publish(&mut conn, &mut client, &mut pipeline, &mut held, p).await
+            }
             Ok(Next::In(packet)) => on_packet(&mut conn, &mut client, packet).await,
+            Ok(Next::Handled(handled)) => {
+                acknowledge(&mut conn, &mut client, &mut pipeline, handled).await
+            }
             Ok(Next::Out(msg)) => send_outbound(&mut conn, &mut client, msg).await,
             Err(close) => Err(close),
         };
@@ -454,6 +574,7 @@ async fn connection(
             break close;
         }
     };
+    finish(&mut conn, &mut client, &mut pipeline, &close).await;
 
     let shared = conn.shared.clone();
     let (id, principal) = (&client.id, &client.principal);
@@ -484,11 +605,11 @@ async fn connection(
     }
     {
         let mut sessions = shared.lock_sessions();
-        if let Some(s) = sessions.get_mut(&client.id)
+        if let Some(s) = sessions.get_mut(&*client.id)
             && s.live.as_ref().is_some_and(|l| l.conn == client.conn)
         {
             if s.clean {
-                sessions.remove(&client.id);
+                sessions.remove(&*client.id);
             } else {
                 s.live = None;
                 s.awaiting_rel = std::mem::take(&mut client.awaiting_rel);
@@ -504,6 +625,10 @@ async fn connection(
         };
         // Outcome logged and counted by deliver; a will has nobody to resend it.
         let _ = shared.deliver(&client.id, &client.principal, msg).await;
+    }
+    // Last, so that a client reconnecting at once finds its session released and its will handed over.
+    if !matches!(close, Close::Eof | Close::Io(_)) {
+        conn.linger().await;
     }
 }
 
@@ -605,8 +730,8 @@ async fn accept(
     }
     info!(%peer, %client_id, %principal, session_present, keep_alive = connect.keep_alive, "mqtt client connected");
     let client = Client {
-        id: client_id,
-        principal,
+        id: client_id.into(),
+        principal: Arc::new(principal),
         conn: conn_id,
         will: connect.last_will,
         awaiting_rel,
@@ -616,9 +741,9 @@ async fn accept(
     Some((client, rx, kick))
 }
 
+/// Answers a packet other than PUBLISH.
 async fn on_packet(conn: &mut Conn, client: &mut Client, packet: Packet) -> Result<(), Close> {
     match packet {
-        Packet::Publish(publish) => on_publish(conn, client, publish).await,
         Packet::PubRel(rel) => {
             client.awaiting_rel.remove(&rel.pkid);
             conn.send(Packet::PubComp(PubComp::new(rel.pkid))).await
@@ -666,36 +791,126 @@ async fn on_packet(conn: &mut Conn, client: &mut Client, packet: Packet) -> Resu
     }
 }
 
-async fn on_publish(conn: &mut Conn, client: &mut Client, p: Publish) -> Result<(), Close> {
+/// Checks a PUBLISH and starts its handler call, or holds it until the pipeline has room.
+async fn on_publish(
+    conn: &mut Conn,
+    client: &mut Client,
+    pipeline: &mut Pipeline,
+    held: &mut Option<Publish>,
+    p: Publish,
+) -> Result<(), Close> {
     if !topics::may_publish(&client.principal, &p.topic) {
         bump(&conn.shared.counters.acl_violations);
         warn!(client_id = %client.id, principal = %client.principal, topic = %p.topic, "publish outside the client's own topics, closing connection");
         return Err(Close::Acl);
     }
+    if pipeline.admits(p.qos) {
+        start(conn, client, pipeline, p).await
+    } else {
+        *held = Some(p);
+        Ok(())
+    }
+}
+
+/// Adds the handler call for an admitted PUBLISH to the pipeline; it first runs when the pipeline is
+/// next polled, after the calls before it.
+async fn start(
+    conn: &mut Conn,
+    client: &mut Client,
+    pipeline: &mut Pipeline,
+    p: Publish,
+) -> Result<(), Close> {
     if p.qos == QoS::ExactlyOnce && client.awaiting_rel.contains(&p.pkid) {
         // A resend of a message already taken: only the PUBREC is missing.
         return conn.send(Packet::PubRec(PubRec::new(p.pkid))).await;
     }
+    let (pkid, qos) = (p.pkid, p.qos);
     let msg = Inbound {
         topic: p.topic,
         payload: p.payload,
-        qos: p.qos as u8,
+        qos: qos as u8,
         retain: p.retain,
     };
     let shared = conn.shared.clone();
-    match shared.deliver(&client.id, &client.principal, msg).await {
+    let (id, principal) = (client.id.clone(), client.principal.clone());
+    pipeline.exclusive |= qos == QoS::ExactlyOnce;
+    pipeline.calls.push_back(Box::pin(async move {
+        let result = shared.deliver(&id, &principal, msg).await;
+        Handled { pkid, qos, result }
+    }));
+    Ok(())
+}
+
+/// Queues the ack of one finished handler call, or says why the connection must close instead.
+fn ack(
+    conn: &mut Conn,
+    client: &mut Client,
+    pipeline: &mut Pipeline,
+    handled: Handled,
+) -> Result<(), Close> {
+    if handled.qos == QoS::ExactlyOnce {
+        pipeline.exclusive = false;
+    }
+    match handled.result {
         Ok(()) | Err(Refusal::Malformed(_)) => {}
         // Nobody would resend a QoS 0 message, so closing would only cost the client a reconnect.
-        Err(Refusal::Unavailable(_)) if p.qos == QoS::AtMostOnce => {}
+        Err(Refusal::Unavailable(_)) if handled.qos == QoS::AtMostOnce => return Ok(()),
         // No ack, and close: the client resends after reconnecting, by which time storage may be back.
         Err(Refusal::Unavailable(_)) => return Err(Close::Unavailable),
     }
-    match p.qos {
+    match handled.qos {
         QoS::AtMostOnce => Ok(()),
-        QoS::AtLeastOnce => conn.send(Packet::PubAck(PubAck::new(p.pkid))).await,
+        QoS::AtLeastOnce => conn.queue(Packet::PubAck(PubAck::new(handled.pkid))),
         QoS::ExactlyOnce => {
-            client.awaiting_rel.insert(p.pkid);
-            conn.send(Packet::PubRec(PubRec::new(p.pkid))).await
+            client.awaiting_rel.insert(handled.pkid);
+            conn.queue(Packet::PubRec(PubRec::new(handled.pkid)))
+        }
+    }
+}
+
+/// Acknowledges a finished handler call and any others right behind it that have finished too, in one
+/// write. On a call refused as unavailable, the acks before it are still written, then the connection
+/// closes.
+async fn acknowledge(
+    conn: &mut Conn,
+    client: &mut Client,
+    pipeline: &mut Pipeline,
+    first: Handled,
+) -> Result<(), Close> {
+    let mut result = ack(conn, client, pipeline, first);
+    while result.is_ok() {
+        // Polled with this task's waker, so a call that is not ready yet wakes the task as usual.
+        match futures::poll!(pipeline.calls.next()) {
+            Poll::Ready(Some(handled)) => result = ack(conn, client, pipeline, handled),
+            Poll::Ready(None) | Poll::Pending => break,
+        }
+    }
+    let written = conn.flush().await;
+    result.and(written)
+}
+
+/// Lets the handler calls still in flight when the connection closes run to the end: none is cancelled
+/// here (only the drain timeout of a shutdown drops them). Their acks are written while the socket
+/// takes them, except after a call was refused as unavailable: from that message on nothing is
+/// acknowledged, so the client resends it and everything after it.
+async fn finish(conn: &mut Conn, client: &mut Client, pipeline: &mut Pipeline, close: &Close) {
+    if pipeline.calls.is_empty() {
+        return;
+    }
+    debug!(client_id = %client.id, in_flight = pipeline.calls.len(), "finishing handler calls before closing");
+    let mut refused = matches!(close, Close::Unavailable);
+    let mut writable = !matches!(close, Close::Io(_));
+    while let Some(handled) = pipeline.calls.next().await {
+        if refused {
+            continue;
+        }
+        if ack(conn, client, pipeline, handled).is_err() {
+            refused = true;
+        }
+        if writable {
+            writable = conn.flush().await.is_ok();
+        } else {
+            conn.out.clear();
         }
     }
 }
@@ -726,7 +941,7 @@ impl Client {
     /// Updates this client's session if this connection still owns it.
     fn with_session(&self, shared: &Shared, f: impl FnOnce(&mut Session)) {
         let mut sessions = shared.lock_sessions();
-        if let Some(s) = sessions.get_mut(&self.id)
+        if let Some(s) = sessions.get_mut(&*self.id)
             && s.live.as_ref().is_some_and(|l| l.conn == self.conn)
         {
             f(s);

@@ -15,6 +15,14 @@
 //!
 //! Delivery is at least once in both modes: a message can reach the handler twice (a client resends
 //! after a lost PUBACK, a broker redelivers after a reconnect), so the handler must be idempotent.
+//!
+//! Handler calls are concurrent, also for one client: both modes pipeline, keeping up to
+//! `max_in_flight` calls running per connection ([`EndpointConfig::max_in_flight`],
+//! [`BridgeConfig::max_in_flight`]), because the handler returns only once a message is durable and
+//! one-at-a-time would cap a connection at one message per storage commit. Acks still go out in the
+//! order the messages arrived, each only after its own call returned, so an acknowledged message is
+//! durable and so is everything its client sent before it. What the handler may rely on for ordering is
+//! described on [`Handler::publish`].
 
 mod bridge;
 mod endpoint;
@@ -68,9 +76,11 @@ pub enum Refusal {
     /// would make the client resend it forever.
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// The server cannot store it now (database down): it is NOT acknowledged. The embedded endpoint
-    /// closes the connection so the client resends after reconnecting; the bridge retries the handler
-    /// with backoff and does not ack until it succeeds.
+    /// The server cannot store it now (database down): it is NOT acknowledged, and neither is any message
+    /// that arrived after it on the same connection. The embedded endpoint writes the acks of the
+    /// messages before it, then closes the connection so the client resends the rest after reconnecting
+    /// (a QoS 0 message is just dropped); the bridge retries the handler with backoff and does not ack it,
+    /// or anything after it, until it succeeds.
     #[error("cannot store message now: {0}")]
     Unavailable(String),
 }
@@ -91,5 +101,17 @@ pub trait Handler: Send + Sync + 'static {
     /// Takes one message and returns only after it is durable. `from` is the authenticated principal on
     /// the embedded endpoint (which already checked [`topics::may_publish`]), `None` when it came through
     /// an external broker, whose own ACLs vouch for the topic. May be called twice for one message.
+    ///
+    /// Calls run concurrently, also for messages of one connection (up to its `max_in_flight`), so they
+    /// may finish in any order. What is ordered is the first poll: the futures of one connection (one
+    /// device, or the whole bridge) are first polled in the order their messages arrived, all in that
+    /// connection's task. So work done synchronously before the first `.await` (taking a timestamp or
+    /// sequence number, appending to a commit batch) happens in arrival order; anything after an await
+    /// may interleave with later messages. A QoS 2 message on the embedded endpoint is handled alone,
+    /// after the calls before it were acknowledged and before later ones start. A connection's will is
+    /// handed over after all its calls have returned. There is no order between connections.
+    ///
+    /// A call may be dropped before it completes (at shutdown, past the drain timeout); its message was
+    /// then not acknowledged and comes again.
     async fn publish(&self, from: Option<&Principal>, msg: Inbound) -> Result<(), Refusal>;
 }

@@ -140,6 +140,33 @@ impl Fixture {
         .expect("broker acked the publish");
     }
 
+    /// Publishes QoS 1 messages in this order, all at once, and waits for the broker's PUBACKs.
+    async fn publish_many(&self, topic: &str, bodies: &[String]) {
+        let (client, mut el) = self.publisher("pub-many");
+        let (topic, bodies_out) = (topic.to_owned(), bodies.to_vec());
+        // The client's request channel is small: queue from a task while this one polls.
+        let sender = tokio::spawn(async move {
+            for body in bodies_out {
+                client
+                    .publish(&topic, QoS::AtLeastOnce, false, body)
+                    .await
+                    .unwrap();
+            }
+            client
+        });
+        let mut acked = 0;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while acked < bodies.len() {
+                if let Event::Incoming(Incoming::PubAck(_)) = el.poll().await.unwrap() {
+                    acked += 1;
+                }
+            }
+        })
+        .await
+        .expect("broker acked every publish");
+        drop(sender.await.unwrap());
+    }
+
     /// Publishes one QoS 1 message with the mosquitto_pub CLI.
     async fn mosquitto_pub(&self, topic: &str, body: &str) {
         let (host, port) = host_port(&self.url);
@@ -269,6 +296,87 @@ async fn a_message_the_handler_cannot_store_yet_is_retried_until_taken_and_acked
     let again = f.start(handler, &mut calls).await;
     assert!(again.early.is_empty(), "redelivered: {:?}", again.early);
     assert_no_call(&mut calls, 300).await;
+    again.stop().await;
+    f.forget_session().await;
+}
+
+#[tokio::test]
+async fn a_hundred_qos1_messages_through_the_bridge_with_a_50ms_handler_are_handled_in_well_under_100_times_50ms_and_none_is_lost()
+ {
+    let Some(url) = broker_url() else { return };
+    let f = Fixture::new(url);
+    let (handler, mut calls) = TestHandler::slow(|_| Duration::from_millis(50));
+    let bridge = f.start(handler.clone(), &mut calls).await;
+
+    let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    let start = std::time::Instant::now();
+    f.publish_many(&f.slots(), &bodies).await;
+    let mut taken = std::collections::BTreeSet::new();
+    while taken.len() < bodies.len() {
+        let call = next_call(&mut calls, 5).await;
+        assert!(call.outcome.is_ok());
+        taken.insert(String::from_utf8(call.msg.payload.to_vec()).unwrap());
+    }
+    let took = start.elapsed();
+    assert_eq!(taken, bodies.iter().cloned().collect());
+    // One at a time would take 5 s; Mosquitto's default window of 20 unacked messages allows ~250 ms.
+    assert!(
+        took < Duration::from_secs(2),
+        "100 messages took {took:?}: the bridge does not overlap handler calls"
+    );
+    bridge.stop().await;
+
+    // Each was acked (a restart brings none back), and only once taken: nothing was called twice.
+    let again = f.start(handler, &mut calls).await;
+    assert!(again.early.is_empty(), "redelivered: {:?}", again.early);
+    assert_no_call(&mut calls, 300).await;
+    again.stop().await;
+    f.forget_session().await;
+}
+
+#[tokio::test]
+async fn acks_of_later_messages_wait_behind_one_the_handler_cannot_store_yet() {
+    let Some(url) = broker_url() else { return };
+    let f = Fixture::new(url);
+    let (handler, mut calls) = TestHandler::slow(|_| Duration::from_millis(20));
+    // m3 stays refused (retried with backoff) for the whole first run.
+    for _ in 0..20 {
+        handler.refuse_payload("m3", Refusal::Unavailable("database down".into()));
+    }
+    let bridge = f.start(handler, &mut calls).await;
+
+    let bodies: Vec<String> = (1..=8).map(|i| format!("m{i}")).collect();
+    f.publish_many(&f.slots(), &bodies).await;
+    // Everything but m3 is taken, and m3 has been refused at least once.
+    let mut taken = std::collections::BTreeSet::new();
+    let mut refused = false;
+    while taken.len() < 7 || !refused {
+        let call = next_call(&mut calls, 3).await;
+        let body = String::from_utf8(call.msg.payload.to_vec()).unwrap();
+        match call.outcome {
+            Ok(()) => assert!(taken.insert(body)),
+            Err(_) => {
+                assert_eq!(body, "m3");
+                refused = true;
+            }
+        }
+    }
+    assert!(!taken.contains("m3"));
+    // Stopping gives up on m3; the later messages were taken but must not have been acked before it.
+    bridge.stop().await;
+
+    let (handler, mut calls) = TestHandler::new();
+    let again = f.start(handler, &mut calls).await;
+    let redelivered: Vec<_> = again
+        .early
+        .iter()
+        .map(|c| String::from_utf8(c.msg.payload.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        redelivered,
+        bodies[2..].to_vec(),
+        "m3 and everything after it"
+    );
     again.stop().await;
     f.forget_session().await;
 }

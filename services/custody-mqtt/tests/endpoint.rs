@@ -523,3 +523,191 @@ async fn a_socket_that_sends_no_connect_in_time_is_closed() {
     assert!(idle.recv(3000).await.is_none());
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+/// Connects as station-1 with `clean_session = 0`; returns the connection and `session_present`.
+async fn raw_persistent(addr: std::net::SocketAddr, client_id: &str) -> (Raw, bool) {
+    let mut raw = Raw::connect(addr).await;
+    let mut c = Connect::new(client_id);
+    c.keep_alive = 30;
+    c.clean_session = false;
+    c.set_login("station-1", PASSWORD);
+    raw.send(Packet::Connect(c)).await;
+    match raw.recv(2000).await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, ConnectReturnCode::Success);
+            (raw, ack.session_present)
+        }
+        other => panic!("expected connack, got {other:?}"),
+    }
+}
+
+fn qos1(body: &str, pkid: u16) -> Packet {
+    let mut p = Publish::new(SLOTS_1, QoS::AtLeastOnce, body.as_bytes().to_vec());
+    p.pkid = pkid;
+    Packet::Publish(p)
+}
+
+/// Reads PUBACKs until `n` have come or the server closes; returns their packet ids in arrival order and
+/// whether the connection closed. Anything else the server sends fails the test.
+async fn read_acks(raw: &mut Raw, n: usize, ms: u64) -> (Vec<u16>, bool) {
+    let mut acks = Vec::new();
+    while acks.len() < n {
+        match raw.recv(ms).await {
+            Some(Packet::PubAck(ack)) => acks.push(ack.pkid),
+            Some(other) => panic!("expected puback, got {other:?}"),
+            None => return (acks, true),
+        }
+    }
+    (acks, false)
+}
+
+#[tokio::test]
+async fn forty_qos1_messages_from_one_client_with_a_50ms_handler_are_acked_in_far_less_than_40_times_50ms_and_in_publish_order()
+ {
+    // About 50 ms each, later messages a little faster, so that calls finish out of publish order.
+    let (handler, mut calls) = TestHandler::slow(|msg| {
+        let i: u64 = std::str::from_utf8(&msg.payload).unwrap().parse().unwrap();
+        Duration::from_millis(50 + 39 - i)
+    });
+    let app = spawn_endpoint(handler).await;
+    let mut raw = raw_connected(app.addr, "st1-fast", 30, None).await;
+
+    let start = Instant::now();
+    for i in 0..40u16 {
+        raw.send(qos1(&i.to_string(), i + 1)).await;
+    }
+    let (acks, closed) = read_acks(&mut raw, 40, 3000).await;
+    let took = start.elapsed();
+    assert!(!closed, "connection closed after acks {acks:?}");
+    assert_eq!(
+        acks,
+        (1..=40).collect::<Vec<u16>>(),
+        "pubacks in publish order"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "40 messages took {took:?}: handler calls of one connection do not overlap"
+    );
+
+    // Every call was first polled in publish order, whatever order they finished in.
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let call = next_call(&mut calls, 1).await;
+        assert!(call.outcome.is_ok());
+        let i: u64 = std::str::from_utf8(&call.msg.payload)
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen.push((call.seq, i));
+    }
+    seen.sort();
+    assert!(
+        seen.iter().all(|(seq, i)| seq == i),
+        "first polled out of order: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_refused_as_unavailable_is_not_acked_nor_are_later_ones_and_all_are_handled_after_a_reconnect_and_resend()
+ {
+    // Message 5 is slow and refused, so the calls after it finish first: they must not be acked either.
+    let (handler, mut calls) = TestHandler::slow(|msg| {
+        Duration::from_millis(if &msg.payload[..] == b"m5" { 150 } else { 20 })
+    });
+    handler.refuse_payload("m5", Refusal::Unavailable("database down".into()));
+    let app = spawn_endpoint(handler).await;
+    let (mut raw, _) = raw_persistent(app.addr, "st1-refused").await;
+    for i in 1..=10u16 {
+        raw.send(qos1(&format!("m{i}"), i)).await;
+    }
+    let (acks, closed) = read_acks(&mut raw, 10, 3000).await;
+    assert_eq!(
+        acks,
+        vec![1, 2, 3, 4],
+        "acked: the messages before the refused one"
+    );
+    assert!(closed, "connection closed after the refusal");
+
+    // The client reconnects to its session and resends what was not acknowledged.
+    let (mut raw, present) = raw_persistent(app.addr, "st1-refused").await;
+    assert!(present, "server keeps the persistent session in memory");
+    for i in 5..=10u16 {
+        let mut p = Publish::new(SLOTS_1, QoS::AtLeastOnce, format!("m{i}").into_bytes());
+        p.pkid = i;
+        p.dup = true;
+        raw.send(Packet::Publish(p)).await;
+    }
+    let (acks, closed) = read_acks(&mut raw, 6, 3000).await;
+    assert!(!closed);
+    assert_eq!(acks, vec![5, 6, 7, 8, 9, 10]);
+
+    // 10 calls on the first connection (m5 refused), 6 on the second.
+    let mut taken = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let call = next_call(&mut calls, 1).await;
+        let body = String::from_utf8(call.msg.payload.to_vec()).unwrap();
+        match call.outcome {
+            Ok(()) => {
+                taken.insert(body);
+            }
+            Err(refusal) => assert_eq!(
+                (body.as_str(), refusal),
+                ("m5", Refusal::Unavailable("database down".into()))
+            ),
+        }
+    }
+    let all: std::collections::BTreeSet<_> = (1..=10).map(|i| format!("m{i}")).collect();
+    assert_eq!(taken, all);
+    assert_eq!(
+        app.endpoint
+            .counters()
+            .unavailable
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_pingreq_is_answered_while_a_handler_call_is_still_running() {
+    let (handler, _calls, gate) = TestHandler::gated();
+    let app = spawn_endpoint(handler).await;
+    let mut raw = raw_connected(app.addr, "st1-ping", 30, None).await;
+    raw.send(qos1("slow", 1)).await;
+    raw.send(Packet::PingReq).await;
+    assert!(matches!(raw.recv(1000).await, Some(Packet::PingResp)));
+    gate.add_permits(1);
+    assert!(matches!(raw.recv(2000).await, Some(Packet::PubAck(a)) if a.pkid == 1));
+}
+
+#[tokio::test]
+async fn a_full_pipeline_stops_taking_publishes_and_the_keepalive_does_not_close_the_waiting_client()
+ {
+    let (handler, mut calls, gate) = TestHandler::gated();
+    let config = EndpointConfig {
+        max_in_flight: 2,
+        ..EndpointConfig::default()
+    };
+    let app = spawn_endpoint_with(handler.clone(), config).await;
+    // Keep-alive 1 s: the endpoint closes after 1.5 s of silence while it is reading.
+    let mut raw = raw_connected(app.addr, "st1-full", 1, None).await;
+    for i in 1..=4u16 {
+        raw.send(qos1(&format!("m{i}"), i)).await;
+    }
+    // The client now waits for acks and says nothing, longer than the keep-alive window.
+    assert!(
+        raw.try_recv(1800).await.is_err(),
+        "nothing sent back (and no close) while the handler is busy"
+    );
+    assert_eq!(handler.started(), 2, "only max_in_flight calls started");
+
+    gate.add_permits(4);
+    let (acks, closed) = read_acks(&mut raw, 4, 2000).await;
+    assert!(!closed);
+    assert_eq!(acks, vec![1, 2, 3, 4]);
+    for i in 1..=4 {
+        assert_eq!(
+            next_call(&mut calls, 1).await.msg.payload,
+            payload(&format!("m{i}"))
+        );
+    }
+}

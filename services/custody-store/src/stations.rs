@@ -253,14 +253,18 @@ impl Metadata {
         .transpose()
     }
 
-    /// Saves a station's newest slots report. Returns false when no such station is registered.
+    /// Saves a station's newest slots report (one that arrived before the stored one is ignored).
+    /// Returns false when no such station is registered.
     pub async fn record_station_slots(
         &self,
         id: &StationId,
         report_json: &str,
         received_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE stations SET slots_report = $1, slots_at = $2 WHERE id = $3";
+        // Messages of one station may be stored concurrently (the MQTT side pipelines them): one
+        // that arrived earlier never replaces one that arrived later.
+        let sql = "UPDATE stations SET slots_report = $1, slots_at = $2 WHERE id = $3 \
+                   AND (slots_at IS NULL OR slots_at <= $2)";
         let n = on_pool!(self, p => sqlx::query(sql)
             .bind(report_json)
             .bind(received_at.unix_micros())
@@ -269,17 +273,21 @@ impl Metadata {
             .await
             .map(|r| r.rows_affected()))
         .map_err(StoreError::db("recording a station slots report"))?;
-        Ok(n == 1)
+        Ok(n == 1 || self.station_secret(id).await?.is_some())
     }
 
-    /// Saves a station's newest heartbeat. Returns false when no such station is registered.
+    /// Saves a station's newest heartbeat (one that arrived before the stored one is ignored).
+    /// Returns false when no such station is registered.
     pub async fn record_station_heartbeat(
         &self,
         id: &StationId,
         heartbeat_json: &str,
         received_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE stations SET heartbeat = $1, heartbeat_at = $2 WHERE id = $3";
+        // Messages of one station may be stored concurrently (the MQTT side pipelines them): one
+        // that arrived earlier never replaces one that arrived later.
+        let sql = "UPDATE stations SET heartbeat = $1, heartbeat_at = $2 WHERE id = $3 \
+                   AND (heartbeat_at IS NULL OR heartbeat_at <= $2)";
         let n = on_pool!(self, p => sqlx::query(sql)
             .bind(heartbeat_json)
             .bind(received_at.unix_micros())
@@ -288,7 +296,7 @@ impl Metadata {
             .await
             .map(|r| r.rows_affected()))
         .map_err(StoreError::db("recording a station heartbeat"))?;
-        Ok(n == 1)
+        Ok(n == 1 || self.station_secret(id).await?.is_some())
     }
 
     pub async fn get_station(&self, id: &StationId) -> Result<Option<StationRecord>, StoreError> {

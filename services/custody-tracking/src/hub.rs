@@ -12,6 +12,7 @@ use custody_core::live::LiveEvent;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// What a watcher wants to see.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +50,8 @@ pub enum Watched {
 #[derive(Debug, Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<LiveEvent>>,
+    /// Cancelled at shutdown: every watcher's stream ends, so that servers can drain.
+    closed: CancellationToken,
 }
 
 impl Hub {
@@ -56,6 +59,7 @@ impl Hub {
     pub fn new(capacity: usize) -> Self {
         Self {
             tx: broadcast::channel(capacity.max(16)).0,
+            closed: CancellationToken::new(),
         }
     }
 
@@ -73,7 +77,13 @@ impl Hub {
         Watcher {
             rx: self.tx.subscribe(),
             filter,
+            closed: self.closed.clone(),
         }
+    }
+
+    /// Ends every watcher's stream (at shutdown); watchers made later end at once.
+    pub fn close(&self) {
+        self.closed.cancel();
     }
 }
 
@@ -82,13 +92,18 @@ impl Hub {
 pub struct Watcher {
     rx: broadcast::Receiver<Arc<LiveEvent>>,
     filter: LiveFilter,
+    closed: CancellationToken,
 }
 
 impl Watcher {
-    /// The next event that passes the filter, or `Lagged`. `None` once the hub is gone.
+    /// The next event that passes the filter, or `Lagged`. `None` once the hub is closed or gone.
     pub async fn next(&mut self) -> Option<Watched> {
         loop {
-            match self.rx.recv().await {
+            let r = tokio::select! {
+                () = self.closed.cancelled() => return None,
+                r = self.rx.recv() => r,
+            };
+            match r {
                 Ok(e) if self.filter.matches(&e) => return Some(Watched::Event(e)),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => return Some(Watched::Lagged(n)),

@@ -264,6 +264,14 @@ impl App {
             }
         };
 
+        // Live streams (WebSocket, gRPC Watch) never end by themselves: end them at shutdown so that
+        // the servers can drain.
+        let hub = self.tracking.hub().clone();
+        let closing = token.clone();
+        tokio::spawn(async move {
+            closing.cancelled().await;
+            hub.close();
+        });
         // The position writer stops after the transports (below), so that what they took is written.
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(self.tracking.clone().run_writer(writer_stop.clone()));

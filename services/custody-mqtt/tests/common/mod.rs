@@ -9,6 +9,7 @@ use rumqttc::mqttbytes::v4::Packet;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,38 +34,80 @@ pub struct Call {
     pub msg: Inbound,
     /// What the handler answered.
     pub outcome: Result<(), Refusal>,
+    /// When the call was first polled, counting from 0 over all calls to this handler.
+    pub seq: u64,
 }
+
+/// How long a slow handler takes for a message.
+pub type Delay = Arc<dyn Fn(&Inbound) -> Duration + Send + Sync>;
 
 /// Accepts `station-1`/`secret` as station ST-1, `station-2`/`secret` as ST-2, `device-1`/`secret` as
 /// device D1, and `station:<id>`/`secret` as any station; records every publish call.
+///
+/// Like the real handlers, a publish call does its bookkeeping (numbering the call, picking a refusal)
+/// synchronously when first polled, then waits for the gate and the delay, if any, then records itself.
 pub struct TestHandler {
     calls: mpsc::UnboundedSender<Call>,
     /// Refusals to answer, in order, for calls on a topic; when none is left the call succeeds.
     refusals: Mutex<HashMap<String, VecDeque<Refusal>>>,
+    /// Refusals to answer, in order, for calls with a payload; checked before those by topic.
+    payload_refusals: Mutex<HashMap<Bytes, VecDeque<Refusal>>>,
     /// When set, each publish waits for a permit before answering.
     gate: Option<Arc<Semaphore>>,
+    /// When set, each publish takes this long before answering.
+    delay: Option<Delay>,
+    /// Publish calls first polled so far.
+    started: AtomicU64,
 }
 
 impl TestHandler {
     pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Call>) {
-        Self::build(None)
+        Self::build(None, None)
     }
 
     /// A handler whose publish calls block until the test adds permits to the returned semaphore.
     pub fn gated() -> (Arc<Self>, mpsc::UnboundedReceiver<Call>, Arc<Semaphore>) {
         let gate = Arc::new(Semaphore::new(0));
-        let (h, rx) = Self::build(Some(gate.clone()));
+        let (h, rx) = Self::build(Some(gate.clone()), None);
         (h, rx, gate)
     }
 
-    fn build(gate: Option<Arc<Semaphore>>) -> (Arc<Self>, mpsc::UnboundedReceiver<Call>) {
+    /// A handler whose publish calls take `delay(msg)` each, like one waiting for a storage commit.
+    pub fn slow(
+        delay: impl Fn(&Inbound) -> Duration + Send + Sync + 'static,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Call>) {
+        Self::build(None, Some(Arc::new(delay)))
+    }
+
+    fn build(
+        gate: Option<Arc<Semaphore>>,
+        delay: Option<Delay>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Call>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let h = Self {
             calls: tx,
             refusals: Mutex::new(HashMap::new()),
+            payload_refusals: Mutex::new(HashMap::new()),
             gate,
+            delay,
+            started: AtomicU64::new(0),
         };
         (Arc::new(h), rx)
+    }
+
+    /// The next publish call with payload `body` answers `refusal`.
+    pub fn refuse_payload(&self, body: &str, refusal: Refusal) {
+        self.payload_refusals
+            .lock()
+            .unwrap()
+            .entry(payload(body))
+            .or_default()
+            .push_back(refusal);
+    }
+
+    /// How many publish calls have started.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
     }
 
     /// The next publish call on `topic` answers `refusal`.
@@ -103,17 +146,32 @@ impl Handler for TestHandler {
     }
 
     async fn publish(&self, from: Option<&Principal>, msg: Inbound) -> Result<(), Refusal> {
+        let seq = self.started.fetch_add(1, Ordering::SeqCst);
+        let by_payload = self
+            .payload_refusals
+            .lock()
+            .unwrap()
+            .get_mut(&msg.payload)
+            .and_then(VecDeque::pop_front);
+        let outcome = match by_payload {
+            Some(refusal) => Err(refusal),
+            None => match self.refusals.lock().unwrap().get_mut(&msg.topic) {
+                Some(queue) => queue.pop_front().map_or(Ok(()), Err),
+                None => Ok(()),
+            },
+        };
+        let delay = self.delay.as_ref().map(|d| d(&msg));
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
         }
-        let outcome = match self.refusals.lock().unwrap().get_mut(&msg.topic) {
-            Some(queue) => queue.pop_front().map_or(Ok(()), Err),
-            None => Ok(()),
-        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let _ = self.calls.send(Call {
             from: from.cloned(),
             msg,
             outcome: outcome.clone(),
+            seq,
         });
         outcome
     }
@@ -273,6 +331,14 @@ impl Raw {
 
     /// The next packet, or None when the server closed the connection. Fails the test after `ms`.
     pub async fn recv(&mut self, ms: u64) -> Option<Packet> {
+        self.try_recv(ms).await.expect("a packet or close in time")
+    }
+
+    /// Like [`Raw::recv`], but `Err` when nothing came within `ms` (the connection is still usable).
+    pub async fn try_recv(
+        &mut self,
+        ms: u64,
+    ) -> Result<Option<Packet>, tokio::time::error::Elapsed> {
         tokio::time::timeout(Duration::from_millis(ms), async {
             loop {
                 match Packet::read(&mut self.buf, usize::MAX) {
@@ -280,6 +346,7 @@ impl Raw {
                     Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
                     Err(e) => panic!("server sent bad bytes: {e}"),
                 }
+                // Cancel-safe: bytes read so far stay in `buf`.
                 match self.stream.read_buf(&mut self.buf).await {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
@@ -287,7 +354,6 @@ impl Raw {
             }
         })
         .await
-        .expect("a packet or close in time")
     }
 }
 

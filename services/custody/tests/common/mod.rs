@@ -31,6 +31,8 @@ pub struct TestApp {
     /// The credential of station `ST-01`, registered at start.
     pub station_credential: String,
     pub stations: custody_ingest::Stations,
+    pub devices: custody_tracking::Devices,
+    pub tracking: custody_tracking::Tracking,
     pub http_client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -83,6 +85,8 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let addrs = app.addrs().unwrap();
     let ingest = app.ingest().clone();
     let stations = app.stations().clone();
+    let devices = app.devices().clone();
+    let tracking = app.tracking().clone();
     let station_credential = stations
         .add(
             custody_core::StationId::parse("ST-01").unwrap(),
@@ -105,6 +109,8 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         verifier_key,
         station_credential,
         stations,
+        devices,
+        tracking,
         http_client: reqwest::Client::new(),
         stop: Some(tx),
         task: Some(task),
@@ -124,6 +130,15 @@ impl TestApp {
     pub async fn add_station(&self, id: &str) -> String {
         self.stations
             .add(custody_core::StationId::parse(id).unwrap(), id)
+            .await
+            .unwrap()
+            .token()
+    }
+
+    /// Registers a recorder and returns its credential `<id>:<secret hex>`.
+    pub async fn add_device(&self, id: &str) -> String {
+        self.devices
+            .add(custody_core::DeviceId::parse(id).unwrap(), id)
             .await
             .unwrap()
             .token()
