@@ -416,6 +416,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_deploy_loads_with_every_key_known() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/custody.example.toml"
+        );
+        let c = Config::load(Path::new(example), true, Flags { http_listen: None }).unwrap();
+        assert_eq!(c.position_retention, Duration::from_secs(180 * 86_400));
+        assert_eq!(c.mqtt_superusers, ["custody"]);
+        let t = c.tracking();
+        assert_eq!(t.limits.max_speed_mps, 70.0);
+        assert_eq!(t.limits.max_age_micros, Some(180 * 86_400 * 1_000_000));
+    }
+
+    #[test]
     fn database_passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
