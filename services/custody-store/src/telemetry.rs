@@ -158,6 +158,17 @@ fn position_json(p: &Position, received_at: i64) -> serde_json::Value {
     ])
 }
 
+/// The columns a batch writes, in `position_json` order.
+const POSITION_INSERT_COLUMNS: &str =
+    "device_id, t, lat, lon, alt, speed, course, acc, sos, batt, received_at";
+
+/// Replaces a device's latest fix only with a newer one.
+const LATEST_UPSERT: &str = "ON CONFLICT (device_id) DO UPDATE SET \
+     t = excluded.t, lat = excluded.lat, lon = excluded.lon, alt = excluded.alt, \
+     speed = excluded.speed, course = excluded.course, acc = excluded.acc, \
+     sos = excluded.sos, batt = excluded.batt, received_at = excluded.received_at \
+     WHERE excluded.t > device_latest.t";
+
 /// Unpacks the JSON array of `position_json` rows on SQLite.
 const SQLITE_POSITION_SELECT: &str = "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, \
      value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10 \
@@ -339,7 +350,7 @@ impl Metadata {
                         .map(|p| position_json(p, received_at))
                         .collect();
                     let sql = format!(
-                        "INSERT INTO positions (device_id, t, lat, lon, alt, speed, course, acc, sos, batt, received_at) \
+                        "INSERT INTO positions ({POSITION_INSERT_COLUMNS}) \
                          {SQLITE_POSITION_SELECT} ON CONFLICT (device_id, t) DO NOTHING"
                     );
                     sqlx::query(AssertSqlSafe(sql))
@@ -352,12 +363,8 @@ impl Metadata {
                         .map(|p| position_json(p, received_at))
                         .collect();
                     let sql = format!(
-                        "INSERT INTO device_latest (device_id, t, lat, lon, alt, speed, course, acc, sos, batt, received_at) \
-                         {SQLITE_POSITION_SELECT} ON CONFLICT (device_id) DO UPDATE SET \
-                         t = excluded.t, lat = excluded.lat, lon = excluded.lon, alt = excluded.alt, \
-                         speed = excluded.speed, course = excluded.course, acc = excluded.acc, \
-                         sos = excluded.sos, batt = excluded.batt, received_at = excluded.received_at \
-                         WHERE excluded.t > device_latest.t"
+                        "INSERT INTO device_latest ({POSITION_INSERT_COLUMNS}) \
+                         {SQLITE_POSITION_SELECT} {LATEST_UPSERT}"
                     );
                     sqlx::query(AssertSqlSafe(sql))
                         .bind(serde_json::Value::Array(rows).to_string())
@@ -378,7 +385,7 @@ impl Metadata {
                 if !w.positions.is_empty() {
                     let c = PositionColumns::of(&w.positions);
                     let sql = format!(
-                        "INSERT INTO positions (device_id, t, lat, lon, alt, speed, course, acc, sos, batt, received_at) \
+                        "INSERT INTO positions ({POSITION_INSERT_COLUMNS}) \
                          SELECT u.*, $11 FROM ({PG_POSITION_SELECT}) u ON CONFLICT (device_id, t) DO NOTHING"
                     );
                     bind_columns(sqlx::query(AssertSqlSafe(sql)), c)
@@ -388,12 +395,8 @@ impl Metadata {
                         .map_err(StoreError::db(ctx))?;
                     let c = PositionColumns::of(latest.iter().copied());
                     let sql = format!(
-                        "INSERT INTO device_latest (device_id, t, lat, lon, alt, speed, course, acc, sos, batt, received_at) \
-                         SELECT u.*, $11 FROM ({PG_POSITION_SELECT}) u ON CONFLICT (device_id) DO UPDATE SET \
-                         t = excluded.t, lat = excluded.lat, lon = excluded.lon, alt = excluded.alt, \
-                         speed = excluded.speed, course = excluded.course, acc = excluded.acc, \
-                         sos = excluded.sos, batt = excluded.batt, received_at = excluded.received_at \
-                         WHERE excluded.t > device_latest.t"
+                        "INSERT INTO device_latest ({POSITION_INSERT_COLUMNS}) \
+                         SELECT u.*, $11 FROM ({PG_POSITION_SELECT}) u {LATEST_UPSERT}"
                     );
                     bind_columns(sqlx::query(AssertSqlSafe(sql)), c)
                         .bind(received_at)
