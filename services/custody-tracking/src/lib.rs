@@ -116,8 +116,9 @@ struct Job {
 #[derive(Debug, Clone)]
 struct DeviceState {
     last: Position,
-    /// When the current run of SOS fixes started (None: not in SOS).
-    sos_since: Option<Timestamp>,
+    /// When the newest SOS alarm of this device was raised (from a fix or the alarm topic): an SOS
+    /// within `sos_rearm` of it is the same press and raises no new alarm.
+    sos_alarm_at: Option<Timestamp>,
     /// The newest SOS fix seen.
     sos_last: Option<Timestamp>,
     /// Fences the last fix was inside.
@@ -192,7 +193,7 @@ impl Tracking {
                     p.device.clone(),
                     DeviceState {
                         last: p.clone(),
-                        sos_since: p.sos.then_some(p.time),
+                        sos_alarm_at: p.sos.then_some(p.time),
                         sos_last: p.sos.then_some(p.time),
                         inside,
                     },
@@ -319,7 +320,7 @@ impl Tracking {
                         device.clone(),
                         DeviceState {
                             last: p.clone(),
-                            sos_since: p.sos.then_some(p.time),
+                            sos_alarm_at: p.sos.then_some(p.time),
                             sos_last: p.sos.then_some(p.time),
                             inside,
                         },
@@ -333,18 +334,20 @@ impl Tracking {
                     continue;
                 }
                 if p.time > st.last.time {
-                    // SOS: a new alarm when the key goes down, or comes back after `sos_rearm`.
+                    // SOS: a new alarm when the key goes down, unless the same press already raised
+                    // one (a run of SOS fixes, or the alarm message sent with it).
                     if p.sos {
-                        let rearmed = st.sos_last.is_none_or(|l| {
-                            p.time.unix_micros() - l.unix_micros() > micros(cfg.sos_rearm)
-                        });
-                        if rearmed {
+                        let rearm = micros(cfg.sos_rearm);
+                        let near = |t: Option<Timestamp>| {
+                            t.is_some_and(|t| {
+                                (p.time.unix_micros() - t.unix_micros()).abs() <= rearm
+                            })
+                        };
+                        if !near(st.sos_last) && !near(st.sos_alarm_at) {
                             w.alarms.push(sos_alarm(&p, now));
-                            st.sos_since = Some(p.time);
+                            st.sos_alarm_at = Some(p.time);
                         }
                         st.sos_last = Some(p.time);
-                    } else {
-                        st.sos_since = None;
                     }
                     let inside: BTreeSet<FenceId> = fences
                         .iter()
@@ -419,15 +422,37 @@ impl Tracking {
                 "alarm time {raised_at} is in the future"
             )));
         }
-        let (lat, lon) = match (msg.lat, msg.lon) {
-            (Some(lat), Some(lon)) => (Some(lat), Some(lon)),
-            _ => {
-                let states = lock(&self.inner.state);
-                states
-                    .get(device)
-                    .map(|s| (Some(s.last.lat), Some(s.last.lon)))
-                    .unwrap_or((None, None))
-            }
+        // Synchronously, before the first await (see the crate docs): an SOS within `sos_rearm` of
+        // the device's last SOS alarm is the same press (its SOS-flagged fixes raised it, or the
+        // message is a resend) and answers with that alarm.
+        let rearm = micros(self.inner.config.sos_rearm);
+        let (last_fix, same_press) = {
+            let mut states = lock(&self.inner.state);
+            let st = states.get_mut(device);
+            let last_fix = st.as_ref().map(|s| (s.last.lat, s.last.lon));
+            let same_press = match st {
+                Some(st) if msg.kind == "sos" => {
+                    let prev = st
+                        .sos_alarm_at
+                        .filter(|a| (raised_at.unix_micros() - a.unix_micros()).abs() <= rearm);
+                    if prev.is_none() {
+                        st.sos_alarm_at = Some(raised_at);
+                    }
+                    prev
+                }
+                _ => None,
+            };
+            (last_fix, same_press)
+        };
+        if let Some(at) = same_press
+            && let Some(existing) = self.inner.meta.find_alarm(device, "sos", at).await?
+        {
+            return Ok(existing);
+        }
+        let (lat, lon) = match (msg.lat, msg.lon, last_fix) {
+            (Some(lat), Some(lon), _) => (Some(lat), Some(lon)),
+            (_, _, Some((lat, lon))) => (Some(lat), Some(lon)),
+            _ => (None, None),
         };
         let alarm = Alarm {
             id: AlarmId::new(),

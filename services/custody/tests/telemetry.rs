@@ -502,17 +502,32 @@ async fn an_sos_is_stored_pushed_live_and_its_acknowledgement_reaches_the_device
     assert_eq!(a["kind"], "sos");
     assert_eq!(a["lat"], 30.2);
     assert_eq!(a["note"], "被围堵");
-    // ...and as the SOS flag of a fix: one alarm per press, not per fix.
-    let mut sos = fix(t + 1000, 30.2001, 120.2);
-    sos["sos"] = true.into();
-    let mut sos2 = fix(t + 2000, 30.2002, 120.2);
-    sos2["sos"] = true.into();
+    // The SOS-flagged fixes sent with that press are the same alarm, not a second one...
+    let flagged = |dt: i64, lat: f64| {
+        let mut f = fix(t + dt, lat, 120.2);
+        f["sos"] = true.into();
+        f
+    };
     rec.publish(
         "custody/v1/dev/REC-S/pos",
-        json!([sos, sos2]).to_string().into_bytes(),
+        json!([flagged(1000, 30.2001), flagged(2000, 30.2002)])
+            .to_string()
+            .into_bytes(),
     )
     .await;
-    next_matching(&mut ws, |v| v["type"] == "alarm" && v["lat"] == 30.2001).await;
+    // ...while a press two minutes later is a new one: one alarm per press, not per fix.
+    rec.publish(
+        "custody/v1/dev/REC-S/pos",
+        json!([
+            fix(t + 60_000, 30.2003, 120.2),
+            flagged(122_000, 30.2004),
+            flagged(123_000, 30.2005)
+        ])
+        .to_string()
+        .into_bytes(),
+    )
+    .await;
+    next_matching(&mut ws, |v| v["type"] == "alarm" && v["lat"] == 30.2004).await;
 
     let open = json_get(&app, "/api/v1/alarms?open=true").await;
     let items = open["items"].as_array().unwrap();
