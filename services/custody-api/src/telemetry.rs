@@ -93,12 +93,13 @@ fn bbox(s: &str, crs: Crs) -> Result<BBox, ApiError> {
             "bbox: expected 4 numbers minLon,minLat,maxLon,maxLat, got {s:?}"
         )));
     };
-    if !(min_lat <= max_lat && min_lon <= max_lon)
-        || !(-90.0..=90.0).contains(&min_lat)
-        || !(-90.0..=90.0).contains(&max_lat)
-        || !(-180.0..=180.0).contains(&min_lon)
-        || !(-180.0..=180.0).contains(&max_lon)
-    {
+    let valid = min_lat <= max_lat
+        && min_lon <= max_lon
+        && (-90.0..=90.0).contains(&min_lat)
+        && (-90.0..=90.0).contains(&max_lat)
+        && (-180.0..=180.0).contains(&min_lon)
+        && (-180.0..=180.0).contains(&max_lon);
+    if !valid {
         return Err(bad(format!(
             "bbox: {s:?} is not a box of valid coordinates with min <= max"
         )));
@@ -686,7 +687,7 @@ pub(crate) async fn broker_auth(
     State(s): State<ApiState>,
     Json(req): Json<BrokerAuth>,
 ) -> Json<Value> {
-    if s.mqtt_superusers.iter().any(|u| *u == req.username) {
+    if s.mqtt_superusers.contains(&req.username) {
         let ok = s
             .mqtt_password
             .as_deref()
@@ -729,7 +730,7 @@ pub(crate) async fn broker_acl(
     State(s): State<ApiState>,
     Json(req): Json<BrokerAcl>,
 ) -> Json<Value> {
-    let allow = if s.mqtt_superusers.iter().any(|u| *u == req.username) {
+    let allow = if s.mqtt_superusers.contains(&req.username) {
         match req.action.as_str() {
             "subscribe" => true,
             "publish" => req.topic.starts_with("custody/v1/") && req.topic.ends_with("/cmd"),
