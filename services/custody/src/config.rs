@@ -343,6 +343,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The telemetry pipeline's settings.
+    pub fn tracking(&self) -> custody_tracking::TrackingConfig {
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let retention = (!self.position_retention.is_zero()).then_some(self.position_retention);
+        custody_tracking::TrackingConfig {
+            limits: custody_core::position::Limits {
+                max_future_micros: micros(self.max_future_skew),
+                max_age_micros: retention.map(micros),
+                max_speed_mps: self.max_speed_mps,
+                ..Default::default()
+            },
+            batch_max: self.position_batch_max,
+            live_capacity: self.live_queue,
+            retention,
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
@@ -433,25 +453,5 @@ mod tests {
     fn database_passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
-    }
-}
-
-impl Config {
-    /// The telemetry pipeline's settings.
-    pub fn tracking(&self) -> custody_tracking::TrackingConfig {
-        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let retention = (!self.position_retention.is_zero()).then_some(self.position_retention);
-        custody_tracking::TrackingConfig {
-            limits: custody_core::position::Limits {
-                max_future_micros: micros(self.max_future_skew),
-                max_age_micros: retention.map(micros),
-                max_speed_mps: self.max_speed_mps,
-                ..Default::default()
-            },
-            batch_max: self.position_batch_max,
-            live_capacity: self.live_queue,
-            retention,
-            ..Default::default()
-        }
     }
 }
