@@ -152,6 +152,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             bridge.username = config.mqtt_username.clone();
             bridge.password = config.mqtt_password()?;
             bridge.share_group = config.mqtt_share_group.clone();
+            bridge.max_in_flight = config.mqtt_max_in_flight;
             bridge.filters = custody_mqtt::topics::INBOUND_FILTERS
                 .iter()
                 .map(|f| f.to_string())

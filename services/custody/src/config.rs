@@ -33,6 +33,11 @@ pub struct Config {
     pub mqtt_client_id: String,
     /// Shared-subscription group at the external broker: replicas in the same group split the messages.
     pub mqtt_share_group: String,
+    /// Messages from the external broker taken but not yet acknowledged (being stored). The broker's
+    /// own per-client limit must be at least this high to use it (Mosquitto `max_inflight_messages`,
+    /// default 20; EMQX `mqtt.max_inflight`, default 32); positions are group-committed, so a larger
+    /// window means larger, cheaper batches.
+    pub mqtt_max_in_flight: usize,
     /// User name at the external broker.
     pub mqtt_username: Option<String>,
     /// File holding the password at the external broker; never logged.
@@ -167,6 +172,7 @@ impl Default for Config {
             mqtt_url: None,
             mqtt_client_id: "custody".into(),
             mqtt_share_group: "custody".into(),
+            mqtt_max_in_flight: 512,
             mqtt_username: None,
             mqtt_password_file: None,
             max_speed_mps: 70.0,
@@ -279,6 +285,9 @@ impl Config {
         }
         if !(self.max_speed_mps.is_finite() && self.max_speed_mps > 0.0) {
             anyhow::bail!("max_speed_mps must be a positive number of metres per second");
+        }
+        if !(1..=65_535).contains(&self.mqtt_max_in_flight) {
+            anyhow::bail!("mqtt_max_in_flight must be between 1 and 65535");
         }
         if self.position_batch_max == 0 || self.live_queue == 0 {
             anyhow::bail!("position_batch_max and live_queue must be greater than zero");
