@@ -98,7 +98,10 @@ async fn a_fleet_is_stored_as_it_reports(storage: Vec<String>) {
         .unwrap();
     assert_eq!(latest["count"], 30);
     for item in latest["items"].as_array().unwrap() {
-        assert!(item["device"].as_str().unwrap().starts_with("FLEET-"), "{item}");
+        assert!(
+            item["device"].as_str().unwrap().starts_with("FLEET-"),
+            "{item}"
+        );
     }
     let alarms: serde_json::Value = reqwest::get(format!("http://{http}/api/v1/alarms?limit=1000"))
         .await

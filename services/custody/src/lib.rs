@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod bench_ledger;
+pub mod bench_telemetry;
 /// The upload client, re-exported for the benchmarks and tests that drive a server.
 pub use custody_client as client;
 pub mod config;

@@ -95,6 +95,11 @@ enum BenchCommand {
     Upload(custody::bench::UploadBenchArgs),
     /// Ledger appends per second, receipt latency (p50/p99) and inclusion-proof time.
     Ledger(custody::bench_ledger::LedgerBenchArgs),
+    /// Positions per second stored from an external broker (SQLite, PostgreSQL) next to what
+    /// mosquitto_sub alone receives of the same stream, and the live WebSocket feed's delay (p50/p99)
+    /// with thousands of recorders on the embedded endpoint. Runs custody-sim fleet and custody serve
+    /// as child processes; scripts/bench-telemetry.sh sets up the servers and builds release binaries.
+    Telemetry(Box<custody::bench_telemetry::TelemetryBenchArgs>),
 }
 
 /// Flags of `serve`; each overrides the same key of the file and environment.
@@ -274,6 +279,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Ledger(args)) => {
             custody::init_logging("warn", false);
             runtime.block_on(custody::bench_ledger::run(args))
+        }
+        Command::Bench(BenchCommand::Telemetry(args)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::bench_telemetry::run(*args))
         }
         Command::Bench(BenchCommand::Upload(args)) => {
             custody::init_logging("warn", false);
