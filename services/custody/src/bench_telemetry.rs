@@ -255,7 +255,11 @@ pub async fn run(args: TelemetryBenchArgs) -> anyhow::Result<()> {
     let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let release = !cfg!(debug_assertions);
-    let bridge_window = custody_mqtt::BridgeConfig::new("mqtt://x", "x").max_in_flight;
+    // What the servers run with: `mqtt_max_in_flight`, from the environment they inherit, or its default.
+    let bridge_window = std::env::var("CUSTODY_MQTT_MAX_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| crate::Config::default().mqtt_max_in_flight);
 
     println!(
         "custody bench telemetry (run {tag}), in {}",
