@@ -808,6 +808,6 @@ mod tests {
     #[test]
     fn partitions_are_named_by_utc_day() {
         assert_eq!(super::partition_name(0), "positions_p19700101");
-        assert_eq!(super::partition_name(20_415), "positions_p20251122");
+        assert_eq!(super::partition_name(20_415), "positions_p20251123");
     }
 }
