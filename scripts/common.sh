@@ -19,6 +19,12 @@ fi
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# custody-media links FFmpeg through ffmpeg-next, whose bindings are generated with libclang at build
+# time: Debian's FFmpeg development packages (5.1 on bookworm; GPL build, so libx264 is there) and clang.
+for pkg in libavformat-dev libavcodec-dev libavutil-dev libavfilter-dev libavdevice-dev libswscale-dev \
+    libswresample-dev clang libclang-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "[setup] installing ${missing[*]}" >&2
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -49,6 +49,9 @@ pub(crate) struct EvidenceJson {
     captured_at: Timestamp,
     ingested_at: Timestamp,
     content_url: String,
+    /// What the media pipeline found and made: probe result, how a browser shows it, derived files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<crate::media::MediaJson>,
 }
 
 impl From<Evidence> for EvidenceJson {
@@ -66,8 +69,27 @@ impl From<Evidence> for EvidenceJson {
             importance: e.importance.mark(),
             captured_at: e.captured_at,
             ingested_at: e.ingested_at,
+            media: None,
         }
     }
+}
+
+/// Evidence as JSON, each with what the media pipeline knows of it (one query for the whole page).
+async fn with_media(s: &ApiState, items: Vec<Evidence>) -> Result<Vec<EvidenceJson>, ApiError> {
+    let ids: Vec<EvidenceId> = items.iter().map(|e| e.id).collect();
+    let mut media = s.media.of(&ids).await?;
+    Ok(items
+        .into_iter()
+        .map(|e| {
+            let m = media
+                .iter()
+                .position(|m| m.evidence_id == e.id)
+                .map(|i| media.swap_remove(i));
+            let mut j = EvidenceJson::from(e);
+            j.media = m.map(|m| crate::media::MediaJson::new(&j.content_url, m));
+            j
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -122,7 +144,7 @@ pub(crate) async fn list(
         .map_err(ApiError::bad_request)?;
     let page = s.ingest.list(&filter, after, limit).await?;
     Ok(Json(ListJson {
-        items: page.items.into_iter().map(EvidenceJson::from).collect(),
+        items: with_media(&s, page.items).await?,
         next_cursor: page.next.map(|c| c.encode()),
     }))
 }
@@ -133,7 +155,10 @@ pub(crate) async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<EvidenceJson>, ApiError> {
     let e = s.ingest.view(parse_id(&id)?, &actor.label()).await?;
-    Ok(Json(e.into()))
+    let mut one = with_media(&s, vec![e]).await?;
+    one.pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("evidence vanished while being read"))
 }
 
 fn content_type(e: &Evidence) -> &'static str {
@@ -155,7 +180,7 @@ fn content_type(e: &Evidence) -> &'static str {
 
 /// Which bytes a Range header asks for: `None` for the whole object (no header, or several ranges, which
 /// this server answers in full as RFC 9110 allows), or one range (end exclusive).
-fn requested_range(
+pub(crate) fn requested_range(
     headers: &HeaderMap,
     size: u64,
 ) -> Result<Option<std::ops::Range<u64>>, ApiError> {
@@ -183,40 +208,36 @@ fn requested_range(
     }
 }
 
-pub(crate) async fn content(
-    State(s): State<ApiState>,
-    Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let evidence = s.ingest.evidence(parse_id(&id)?).await?;
-    let size = evidence.size;
-    let range = match requested_range(&headers, size) {
-        Ok(r) => r,
+/// The range a request asks for, or the 416 answer (with `Content-Range: bytes */size`) to send instead.
+pub(crate) fn range_or_refusal(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Result<Option<std::ops::Range<u64>>, Response>, ApiError> {
+    match requested_range(headers, size) {
+        Ok(r) => Ok(Ok(r)),
         Err(e) if e.code() == ErrorCode::OutOfRange => {
             let mut resp = e.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            return Ok(resp);
+            Ok(Err(resp))
         }
-        Err(e) => return Err(e),
-    };
-    let partial = range.is_some();
-    let ctype = content_type(&evidence);
-    let etag = format!("\"{}\"", evidence.sha256.to_hex());
-    let sha = evidence.sha256.to_hex();
-    let disposition = format!(
-        "attachment; filename*=UTF-8''{}",
-        percent_encode(evidence.file_name.as_str())
-    );
-    // The download is in the ledger before the first byte leaves.
-    s.ingest
-        .record_download(evidence.id, &actor.label())
-        .await?;
-    let content = s.ingest.content(evidence, range).await?;
-    let served = content.range.clone();
-    let body = Body::from_stream(content.stream.map(|r| r.map_err(std::io::Error::other)));
+        Err(e) => Err(e),
+    }
+}
+
+/// A 200 or 206 answer streaming stored bytes, with the headers every download carries: content type
+/// and length, `Accept-Ranges`, the SHA-256 as ETag and `X-Custody-Sha256`, and `Content-Range` for a range.
+pub(crate) fn bytes_response<E: std::fmt::Display + Send + Sync + 'static>(
+    stream: futures::stream::BoxStream<'static, Result<axum::body::Bytes, E>>,
+    content_type: &str,
+    sha256: &custody_core::Sha256,
+    served: std::ops::Range<u64>,
+    size: u64,
+    partial: bool,
+) -> Response {
+    let body =
+        Body::from_stream(stream.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
     let mut resp = Response::new(body);
     *resp.status_mut() = if partial {
         StatusCode::PARTIAL_CONTENT
@@ -229,20 +250,54 @@ pub(crate) async fn content(
             h.insert(name, v);
         }
     };
-    set(header::CONTENT_TYPE, ctype.to_string());
+    set(header::CONTENT_TYPE, content_type.to_string());
     set(
         header::CONTENT_LENGTH,
         (served.end - served.start).to_string(),
     );
     set(header::ACCEPT_RANGES, "bytes".to_string());
-    set(header::ETAG, etag);
-    set(header::CONTENT_DISPOSITION, disposition);
-    set(header::HeaderName::from_static("x-custody-sha256"), sha);
+    set(header::ETAG, format!("\"{}\"", sha256.to_hex()));
+    set(
+        header::HeaderName::from_static("x-custody-sha256"),
+        sha256.to_hex(),
+    );
     if partial {
         set(
             header::CONTENT_RANGE,
             format!("bytes {}-{}/{size}", served.start, served.end - 1),
         );
+    }
+    resp
+}
+
+pub(crate) async fn content(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let evidence = s.ingest.evidence(parse_id(&id)?).await?;
+    let size = evidence.size;
+    let range = match range_or_refusal(&headers, size)? {
+        Ok(r) => r,
+        Err(refusal) => return Ok(refusal),
+    };
+    let partial = range.is_some();
+    let ctype = content_type(&evidence);
+    let sha256 = evidence.sha256;
+    let disposition = format!(
+        "attachment; filename*=UTF-8''{}",
+        percent_encode(evidence.file_name.as_str())
+    );
+    // The download is in the ledger before the first byte leaves.
+    s.ingest
+        .record_download(evidence.id, &actor.label())
+        .await?;
+    let content = s.ingest.content(evidence, range).await?;
+    let served = content.range.clone();
+    let mut resp = bytes_response(content.stream, ctype, &sha256, served, size, partial);
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
 }

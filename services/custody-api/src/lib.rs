@@ -1,6 +1,6 @@
-//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (evidence, ledger, stations, telemetry), `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (evidence and its derived media, ledger, stations, telemetry), `/healthz`, `/readyz` and `/metrics`.
 //!
-//! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`). This crate never
+//! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`, `custody-media`). This crate never
 //! touches SQL or object storage directly, and turns every error into a response in one place
 //! ([`ApiError`]), through the error codes shared with gRPC.
 
@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod evidence;
 mod ledger;
+mod media;
 mod stations;
 mod telemetry;
 
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub stations: Stations,
     pub tracking: Tracking,
     pub devices: Devices,
+    /// The media pipeline's results: probe, poster, thumbnails, browser proxy.
+    pub media: custody_media::Media,
     /// MQTT user names the broker hooks treat as Custody's own bridge.
     pub mqtt_superusers: Vec<String>,
     /// Their password (`mqtt_password_file`); without it no superuser can log in through the hooks.
@@ -47,6 +50,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/evidence", get(evidence::list))
         .route("/evidence/{id}", get(evidence::get_one))
         .route("/evidence/{id}/content", get(evidence::content))
+        .route("/evidence/{id}/poster", get(media::poster))
+        .route("/evidence/{id}/thumbs", get(media::thumbs))
+        .route("/evidence/{id}/proxy", get(media::proxy))
         .route("/evidence/{id}/history", get(ledger::history))
         .route("/evidence/{id}/receipt", get(ledger::receipt))
         .route("/stations", get(stations::list))

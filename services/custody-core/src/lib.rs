@@ -13,6 +13,7 @@ pub mod hash;
 pub mod ids;
 pub mod ledger;
 pub mod live;
+pub mod media;
 pub mod position;
 pub mod recorder;
 pub mod sm2note;

@@ -248,6 +248,61 @@ impl Blobs {
             .map_err(StoreError::object(format!("writing {rel}")))
     }
 
+    /// The file holding an object, when the store is a local directory: media tools can then read
+    /// evidence in place instead of copying it first. `None` on S3.
+    pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        match &*self.backend {
+            Backend::Local { root, .. } => Some(root.join(rel)),
+            Backend::S3 { .. } => None,
+        }
+    }
+
+    /// Copies an object into a local file (created or truncated), streaming; returns the bytes copied.
+    pub async fn download_to(&self, rel: &str, dest: &Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let (_, _, mut stream) = self.get(rel, None).await?;
+        let ctx = || format!("writing {} (a copy of {rel})", dest.display());
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(StoreError::io(ctx()))?;
+        let mut copied = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            copied += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(StoreError::io(ctx()))?;
+        }
+        file.flush().await.map_err(StoreError::io(ctx()))?;
+        Ok(copied)
+    }
+
+    /// Stores a local file as an object, streaming (multipart on S3), replacing any object at that key.
+    /// Durable when it returns.
+    pub async fn put_file(&self, rel: &str, src: &Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let mut file = tokio::fs::File::open(src)
+            .await
+            .map_err(StoreError::io(format!("opening {}", src.display())))?;
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), self.key(rel));
+        let copied = match tokio::io::copy(&mut file, &mut writer).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Leave no half-written multipart upload behind.
+                let _ = writer.abort().await;
+                return Err(StoreError::io(format!(
+                    "storing {} as {rel}",
+                    src.display()
+                ))(e));
+            }
+        };
+        writer
+            .shutdown()
+            .await
+            .map_err(StoreError::io(format!("completing {rel}")))?;
+        Ok(copied)
+    }
+
     /// The keys of every object under `prefix` (relative to the store's root), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.prefix.clone();

@@ -1,4 +1,4 @@
-//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations, telemetry) in SQLite or PostgreSQL
+//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations, telemetry, media jobs) in SQLite or PostgreSQL
 //! behind one API, with migrations per backend embedded and run at start-up. [`Blobs`] keeps bytes in an
 //! object store (local disk or any S3-compatible server) and gives uploads a resumable, durable staging
 //! area on both.
@@ -9,6 +9,7 @@
 mod blobs;
 mod error;
 mod ledger;
+mod media;
 mod meta;
 mod stations;
 mod telemetry;
@@ -21,6 +22,7 @@ pub use ledger::{
     IntegrationBatch, LedgerState, PendingEvent, PendingRow, SequencerLock, StoredCheckpoint,
     StoredEntry,
 };
+pub use media::{DerivedRecord, EvidenceMedia, JobCounts, JobStatus, MediaJob, ProbeOutcome};
 pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};
 pub use stations::{StationRecord, StationSecret};
 pub use telemetry::{AlarmCursor, DeviceRecord, PositionsPurged, TelemetryWrite};

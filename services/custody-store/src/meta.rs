@@ -510,6 +510,15 @@ impl Metadata {
                 })
                 .execute(&mut *tx)
                 .await?;
+                // So is its media probe: every committed file is probed, even across a crash.
+                sqlx::query(
+                    "INSERT INTO media_jobs (evidence_id, kind, state, attempts, run_after, created_at, updated_at) \
+                     VALUES ($1, 'probe', 'queued', 0, $2, $2, $2) ON CONFLICT (evidence_id, kind) DO NOTHING",
+                )
+                .bind(c.id.to_string())
+                .bind(now.unix_micros())
+                .execute(&mut *tx)
+                .await?;
             }
             sqlx::query(mark)
                 .bind(&row.id)

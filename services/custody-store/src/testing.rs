@@ -107,3 +107,32 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// A migrated SQLite database in a fresh directory (kept alive by the returned guard).
+pub async fn sqlite_metadata() -> (crate::Metadata, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let meta = crate::Metadata::connect(&url, 4)
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    (meta, dir)
+}
+
+/// A migrated PostgreSQL database of its own.
+pub async fn postgres_metadata() -> (crate::Metadata, ()) {
+    let url = fresh_postgres_url().await;
+    let meta = crate::Metadata::connect(&url, 4)
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    (meta, ())
+}
+
+/// Declares each named `async fn(Metadata)` as a test on SQLite (`on_sqlite::name`) and on PostgreSQL
+/// (`on_postgres::name`), so every store behaviour is checked on both backends.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { let (m, _keep) = $crate::testing::sqlite_metadata().await; super::$name(m).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { let (m, _keep) = $crate::testing::postgres_metadata().await; super::$name(m).await } )* }
+    };
+}

@@ -3,29 +3,9 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use custody_core::*;
-use custody_store::{Metadata, testing};
+use custody_store::Metadata;
 
-async fn sqlite() -> (Metadata, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    (Metadata::connect(&url, 4).await.unwrap(), dir)
-}
-
-async fn postgres() -> (Metadata, ()) {
-    (
-        Metadata::connect(&testing::fresh_postgres_url().await, 4)
-            .await
-            .unwrap(),
-        (),
-    )
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite { $( #[tokio::test] async fn $name() { let (m, _keep) = super::sqlite().await; super::$name(m).await } )* }
-        mod on_postgres { $( #[tokio::test] async fn $name() { let (m, _keep) = super::postgres().await; super::$name(m).await } )* }
-    };
-}
+use custody_store::conformance;
 
 conformance!(
     an_upload_round_trips_with_every_field,

@@ -451,6 +451,113 @@ pub async fn device(config_file: &Path, explicit: bool, cmd: DeviceCommand) -> a
     result
 }
 
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MediaCommand {
+    /// How many media jobs (probe, proxy) are queued, running, done and failed, and which items failed
+    /// with their reasons.
+    Status {
+        /// Failed items to list
+        #[arg(long, default_value_t = 20)]
+        failed: u32,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+    /// Queue an item's media work again from the start (after fixing the cause of a failure, or after
+    /// upgrading ffmpeg). With --failed, every item whose probe or proxy failed.
+    Retry {
+        /// Evidence id
+        #[arg(required_unless_present = "failed")]
+        id: Option<String>,
+        /// Every failed item
+        #[arg(long, conflicts_with = "id")]
+        failed: bool,
+        #[command(flatten)]
+        storage: crate::config::StorageArgs,
+    },
+}
+
+/// Runs a media pipeline command against the configured database (the same settings as `serve`).
+pub async fn media(config_file: &Path, explicit: bool, cmd: MediaCommand) -> anyhow::Result<()> {
+    let storage = match &cmd {
+        MediaCommand::Status { storage, .. } | MediaCommand::Retry { storage, .. } => {
+            storage.clone()
+        }
+    };
+    let meta = open_meta(config_file, explicit, &storage).await?;
+    let now = custody_core::Timestamp::from_unix_micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    );
+    let result = async {
+        match cmd {
+            MediaCommand::Status { failed, .. } => {
+                use custody_core::media::MediaJobKind;
+                let counts = meta.media_job_counts().await?;
+                println!(
+                    "{:<6} {:>8} {:>8} {:>8} {:>8}",
+                    "job", "queued", "running", "done", "failed"
+                );
+                for kind in [MediaJobKind::Probe, MediaJobKind::Proxy] {
+                    println!(
+                        "{:<6} {:>8} {:>8} {:>8} {:>8}",
+                        kind.as_str(),
+                        counts.get(kind, "queued"),
+                        counts.get(kind, "running"),
+                        counts.get(kind, "done"),
+                        counts.get(kind, "failed"),
+                    );
+                }
+                let ids = meta.failed_media(failed).await?;
+                if !ids.is_empty() {
+                    println!("\nfailed:");
+                }
+                for m in meta.evidence_media(&ids).await? {
+                    for j in m.jobs.iter().filter(|j| j.state == "failed") {
+                        println!(
+                            "  {} {} (attempts {}): {}",
+                            m.evidence_id,
+                            j.kind,
+                            j.attempts,
+                            j.last_error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+                Ok(())
+            }
+            MediaCommand::Retry { id: Some(id), .. } => {
+                let id =
+                    custody_core::EvidenceId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::ensure!(
+                    meta.requeue_media(id, now).await?,
+                    "evidence {id} has no media job (no such evidence?)"
+                );
+                println!("evidence {id}: media work queued again");
+                Ok(())
+            }
+            MediaCommand::Retry { .. } => {
+                let mut n = 0;
+                loop {
+                    let ids = meta.failed_media(500).await?;
+                    if ids.is_empty() {
+                        break;
+                    }
+                    for id in ids {
+                        meta.requeue_media(id, now).await?;
+                        n += 1;
+                    }
+                }
+                println!("{n} failed item(s) queued again");
+                Ok(())
+            }
+        }
+    }
+    .await;
+    meta.close().await;
+    result
+}
+
 fn signed_note_name_ok(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }

@@ -26,6 +26,8 @@ pub struct App {
     stations: Stations,
     devices: Devices,
     tracking: Tracking,
+    /// Durable media jobs (probe, poster, thumbnails, proxy) and their results.
+    media: custody_media::Media,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
@@ -108,7 +110,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     );
     let ingest = Ingest::new(
         meta.clone(),
-        blobs,
+        blobs.clone(),
         ledger,
         IngestConfig {
             max_upload_size: config.max_upload_size.as_u64(),
@@ -119,6 +121,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     );
     let stations = Stations::new(meta.clone());
     let devices = Devices::new(meta.clone());
+    let media_metrics = custody_media::MediaMetrics::default();
+    media_metrics.register(&mut registry);
+    let media =
+        custody_media::Media::new(meta.clone(), blobs.clone(), config.media(), media_metrics);
     let tracking_metrics = TrackingMetrics::default();
     tracking_metrics.register(&mut registry);
     let tracking = Tracking::open(meta.clone(), config.tracking(), tracking_metrics)
@@ -170,6 +176,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         stations,
         devices,
         tracking,
+        media,
         meta,
         registry: Arc::new(registry),
         config,
@@ -204,6 +211,10 @@ impl App {
         &self.tracking
     }
 
+    pub fn media(&self) -> &custody_media::Media {
+        &self.media
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish (an upload
     /// stream's received bytes are made durable), stops the workers and closes the database.
     pub async fn run(
@@ -224,6 +235,7 @@ impl App {
             stations: self.stations.clone(),
             tracking: self.tracking.clone(),
             devices: self.devices.clone(),
+            media: self.media.clone(),
             mqtt_superusers: self.config.mqtt_superusers.clone(),
             mqtt_password: self.config.mqtt_password()?,
             registry: self.registry.clone(),
@@ -281,6 +293,8 @@ impl App {
             self.config.upload_expiry_interval,
             token.clone().cancelled_owned(),
         ));
+        // Media jobs stop with everything else: a job in progress is handed back to the queue.
+        let media = tokio::spawn(self.media.clone().run(token.clone()));
         let sequencer = tokio::spawn(
             self.ingest
                 .ledger()
@@ -308,6 +322,7 @@ impl App {
         let _ = writer.await;
         let _ = retention.await;
         let _ = expiry.await;
+        let _ = media.await;
         let _ = sequencer.await;
         self.meta.close().await;
         h.context("http server task")?.context("http server")?;

@@ -61,6 +61,35 @@ pub struct Config {
     /// MQTT user names that the HTTP auth endpoint for external brokers (`/api/v1/mqtt/auth`) lets
     /// log in with `mqtt_password_file`'s password and read every device topic: Custody's own bridge.
     pub mqtt_superusers: Vec<String>,
+    /// Media jobs (probe, poster, thumbnails, browser proxy) run at once by this process: the CPU
+    /// limit of the media pipeline. `0` runs none here (another replica does them).
+    pub media_jobs: usize,
+    /// Threads each media job's codecs may use; `0` lets ffmpeg choose (about one per core).
+    pub media_threads: u32,
+    /// Browser-playable originals larger than this still get a smaller proxy for viewing.
+    pub media_proxy_above: ByteSize,
+    /// Pictures with more pixels than this are not decoded (a corrupt or hostile header); the item is
+    /// shown as not playable with the reason.
+    pub media_max_pixels: u64,
+    /// libx264 preset of browser proxies (`ultrafast` ... `veryslow`): speed against size.
+    pub media_proxy_preset: String,
+    /// libx264 constant rate factor of browser proxies (0-51; lower is better and larger).
+    pub media_proxy_crf: u8,
+    /// Scratch space for copies of evidence read from S3 and proxies being made. Default:
+    /// `data_dir/media-work`.
+    pub media_work_dir: Option<PathBuf>,
+    /// A media job whose worker has not renewed its claim for this long is taken over (its process died).
+    #[serde(with = "humantime_serde")]
+    pub media_lease: Duration,
+    /// Claims a media job gets before it is given up (crashes during the job count too).
+    pub media_max_attempts: u32,
+    /// First retry delay of a media job that failed for a reason that may pass (storage down); it
+    /// doubles with each attempt, up to an hour.
+    #[serde(with = "humantime_serde")]
+    pub media_retry_base: Duration,
+    /// How often idle media workers look for new jobs.
+    #[serde(with = "humantime_serde")]
+    pub media_poll: Duration,
     /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     /// Connections in the database pool.
@@ -181,6 +210,17 @@ impl Default for Config {
             position_batch_max: 10_000,
             live_queue: 65_536,
             mqtt_superusers: vec!["custody".into()],
+            media_jobs: 1,
+            media_threads: 0,
+            media_proxy_above: ByteSize::mib(512),
+            media_max_pixels: 8192 * 8192,
+            media_proxy_preset: "veryfast".into(),
+            media_proxy_crf: 23,
+            media_work_dir: None,
+            media_lease: Duration::from_secs(300),
+            media_max_attempts: 5,
+            media_retry_base: Duration::from_secs(30),
+            media_poll: Duration::from_secs(2),
             database_url: None,
             database_max_connections: 16,
             object_store: None,
@@ -289,6 +329,39 @@ impl Config {
         if !(1..=65_535).contains(&self.mqtt_max_in_flight) {
             anyhow::bail!("mqtt_max_in_flight must be between 1 and 65535");
         }
+        if self.media_proxy_crf > 51 {
+            anyhow::bail!(
+                "media_proxy_crf must be between 0 and 51, got {}",
+                self.media_proxy_crf
+            );
+        }
+        const PRESETS: [&str; 10] = [
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+            "placebo",
+        ];
+        if !PRESETS.contains(&self.media_proxy_preset.as_str()) {
+            anyhow::bail!(
+                "media_proxy_preset must be one of {}, got {:?}",
+                PRESETS.join(", "),
+                self.media_proxy_preset
+            );
+        }
+        if self.media_max_attempts == 0 || self.media_lease.is_zero() || self.media_poll.is_zero() {
+            anyhow::bail!(
+                "media_max_attempts, media_lease and media_poll must be greater than zero"
+            );
+        }
+        if self.media_max_pixels == 0 {
+            anyhow::bail!("media_max_pixels must be greater than zero");
+        }
         if self.position_batch_max == 0 || self.live_queue == 0 {
             anyhow::bail!("position_batch_max and live_queue must be greater than zero");
         }
@@ -353,6 +426,30 @@ impl Config {
 }
 
 impl Config {
+    /// The media pipeline's settings.
+    pub fn media(&self) -> custody_media::MediaConfig {
+        let work_dir = self
+            .media_work_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("media-work"));
+        let mut m = custody_media::MediaConfig::new(work_dir);
+        m.jobs = self.media_jobs;
+        m.lease = self.media_lease;
+        m.max_attempts = self.media_max_attempts;
+        m.retry_base = self.media_retry_base;
+        m.poll = self.media_poll;
+        m.rules = custody_core::media::PlaybackRules {
+            proxy_above: self.media_proxy_above.as_u64(),
+            max_pixels: self.media_max_pixels,
+        };
+        m.picture.max_pixels = self.media_max_pixels;
+        m.proxy.max_pixels = self.media_max_pixels;
+        m.proxy.threads = self.media_threads;
+        m.proxy.preset = self.media_proxy_preset.clone();
+        m.proxy.crf = self.media_proxy_crf;
+        m
+    }
+
     /// The telemetry pipeline's settings.
     pub fn tracking(&self) -> custody_tracking::TrackingConfig {
         let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);

@@ -87,6 +87,10 @@ enum AdminCommand {
     /// revoke a credential, list. Uses the same storage settings as `serve`.
     #[command(subcommand)]
     Device(custody::admin::DeviceCommand),
+    /// The media pipeline's jobs: counts by state, failed items with their reasons, and retrying them.
+    /// Uses the same storage settings as `serve`.
+    #[command(subcommand)]
+    Media(custody::admin::MediaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +265,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Device(cmd)) => {
             custody::init_logging("warn", false);
             runtime.block_on(custody::admin::device(&cli.config, explicit, cmd))
+        }
+        Command::Admin(AdminCommand::Media(cmd)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::admin::media(&cli.config, explicit, cmd))
         }
         Command::Verify(VerifyCommand::Receipt { file, keys }) => {
             let report = custody::verify::receipt(&file, &keys)?;

@@ -87,14 +87,12 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let stations = app.stations().clone();
     let devices = app.devices().clone();
     let tracking = app.tracking().clone();
-    let station_credential = stations
-        .add(
-            custody_core::StationId::parse("ST-01").unwrap(),
-            "test station",
-        )
-        .await
-        .unwrap()
-        .token();
+    let st01 = custody_core::StationId::parse("ST-01").unwrap();
+    // A restarted server (same data_dir) has the station already: issue it a new credential.
+    let station_credential = match stations.add(st01.clone(), "test station").await {
+        Ok(c) => c.token(),
+        Err(_) => stations.rotate(st01).await.unwrap().token(),
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
         let _ = rx.await;
