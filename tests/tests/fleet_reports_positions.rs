@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use custody::process::{ServerProcess, sibling};
 use std::process::Command;
 
@@ -71,6 +73,7 @@ async fn a_fleet_is_stored_as_it_reports(storage: Vec<String>) {
     assert!(delivered > 300, "{stats}");
 
     let http = server.addrs.http;
+    let reader = common::authed(&server.user_token("reader", common::READER_ROLES).unwrap());
     let metrics = reqwest::get(format!("http://{http}/metrics"))
         .await
         .unwrap()
@@ -90,7 +93,9 @@ async fn a_fleet_is_stored_as_it_reports(storage: Vec<String>) {
             "{reason}"
         );
     }
-    let latest: serde_json::Value = reqwest::get(format!("http://{http}/api/v1/positions/latest"))
+    let latest: serde_json::Value = reader
+        .get(format!("http://{http}/api/v1/positions/latest"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -103,7 +108,9 @@ async fn a_fleet_is_stored_as_it_reports(storage: Vec<String>) {
             "{item}"
         );
     }
-    let alarms: serde_json::Value = reqwest::get(format!("http://{http}/api/v1/alarms?limit=1000"))
+    let alarms: serde_json::Value = reader
+        .get(format!("http://{http}/api/v1/alarms?limit=1000"))
+        .send()
         .await
         .unwrap()
         .json()

@@ -63,6 +63,7 @@ fn hashes(v: &serde_json::Value) -> Vec<TreeHash> {
 async fn load(
     server: &ServerProcess,
     credential: &str,
+    token: &str,
     first: u64,
     acked: Arc<Mutex<Vec<pb::Receipt>>>,
 ) {
@@ -91,8 +92,8 @@ async fn load(
     }
     for _ in 0..3 {
         let (acked, http) = (acked.clone(), http.clone());
+        let client = common::authed(token);
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
             loop {
                 let id = acked.lock().unwrap().last().map(|r| r.evidence_id.clone());
                 let Some(id) = id else {
@@ -122,12 +123,20 @@ async fn ledger_killed_during_appends_verifies_and_keeps_every_receipt(real: boo
         args.extend(common::real_backend_args(dir.path(), "ledger-e2e").await);
     }
     let acked: Arc<Mutex<Vec<pb::Receipt>>> = Arc::default();
-    let mut credential = None;
+    let (mut credential, mut token) = (None, None);
     for round in 0..KILLS {
         let server = ServerProcess::spawn(&exe, &data_dir, &args).unwrap();
         let credential = credential.get_or_insert_with(|| server.add_station("ST-09").unwrap());
+        let token =
+            token.get_or_insert_with(|| server.user_token("reader", common::READER_ROLES).unwrap());
         let kill_after = Duration::from_millis(100 + rand::random::<u64>() % 500);
-        let load = load(&server, credential, round as u64 * 1_000_000, acked.clone());
+        let load = load(
+            &server,
+            credential,
+            token,
+            round as u64 * 1_000_000,
+            acked.clone(),
+        );
         tokio::select! {
             _ = load => panic!("load stopped while the server was up (round {round})"),
             _ = tokio::time::sleep(kill_after) => {}

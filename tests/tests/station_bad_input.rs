@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 struct Rig {
     dir: tempfile::TempDir,
     server: ServerProcess,
+    /// A reader's session token.
+    token: String,
     setup: StationSetup,
     config: PathBuf,
     log: PathBuf,
@@ -44,6 +46,7 @@ impl Rig {
         let server = ServerProcess::spawn(&sibling_binary().unwrap(), &data_dir, &[]).unwrap();
         let credential_file = dir.path().join("credential");
         std::fs::write(&credential_file, server.add_station("ST-01").unwrap()).unwrap();
+        let token = server.user_token("reader", common::READER_ROLES).unwrap();
         let slots_dir = dir.path().join("slots");
         let slot = slots_dir.join("01");
         std::fs::create_dir_all(&slot).unwrap();
@@ -65,6 +68,7 @@ impl Rig {
         let log = dir.path().join("station.log");
         Self {
             server,
+            token,
             setup,
             config,
             log,
@@ -208,7 +212,9 @@ async fn an_unreadable_file_and_a_file_changing_while_hashed_are_never_freed_and
         })
         .await;
     assert_eq!(freed.sha256.unwrap().to_hex(), final_sha);
-    let held = server_hashes(&rig.http(), "ZFY00900").await.unwrap();
+    let held = server_hashes(&rig.http(), &rig.token, "ZFY00900")
+        .await
+        .unwrap();
     assert_eq!(
         held.len(),
         2,
@@ -275,7 +281,9 @@ async fn a_recorder_undocked_mid_upload_keeps_its_file_and_resumes_when_docked_a
         .wait_row("freeing after the re-dock", |r| r.state == FileState::Freed)
         .await;
     assert_eq!(freed.id, row.id, "the same row resumed");
-    let held = server_hashes(&rig.http(), "ZFY00901").await.unwrap();
+    let held = server_hashes(&rig.http(), &rig.token, "ZFY00901")
+        .await
+        .unwrap();
     assert_eq!(
         held.get(&sha256_of_bytes(&data)),
         Some(&(data.len() as u64))

@@ -26,6 +26,8 @@ struct Rig {
     data_dir: PathBuf,
     args: Vec<String>,
     server: Option<ServerProcess>,
+    /// A reader's session token (sessions outlive server restarts).
+    token: String,
     station_id: String,
     setup: StationSetup,
     config: PathBuf,
@@ -90,6 +92,7 @@ impl Rig {
         let server = ServerProcess::spawn(&exe, &data_dir, &args).unwrap();
         let credential_file = dir.path().join("credential");
         std::fs::write(&credential_file, server.add_station(&station_id).unwrap()).unwrap();
+        let token = server.user_token("reader", common::READER_ROLES).unwrap();
         let slots_dir = dir.path().join("slots");
         for i in 1..=RECORDERS {
             std::fs::create_dir_all(slots_dir.join(format!("{i:02}"))).unwrap();
@@ -118,6 +121,7 @@ impl Rig {
             data_dir,
             args,
             server: Some(server),
+            token,
             station_id,
             setup,
             config,
@@ -204,7 +208,7 @@ impl Rig {
 
     /// Waits until the server shows every slot of the station done (the MQTT path).
     async fn wait_slots_done(&self) -> serde_json::Value {
-        let client = reqwest::Client::new();
+        let client = common::authed(&self.token);
         let url = format!("{}/api/v1/stations/{}", self.http(), self.station_id);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -229,11 +233,13 @@ impl Rig {
         let journal = Journal::open(&self.setup.journal).await.unwrap();
         let rows = journal.all_files().await.unwrap();
         journal.close().await;
-        let client = reqwest::Client::new();
+        let client = common::authed(&self.token);
         let mut expected = 0;
         for (i, (_, facts)) in recorders.iter().enumerate() {
             let device = &facts[0].device;
-            let held = server_hashes(&self.http(), device).await.unwrap();
+            let held = server_hashes(&self.http(), &self.token, device)
+                .await
+                .unwrap();
             let want: HashMap<String, u64> =
                 facts.iter().map(|f| (f.sha256.clone(), f.size)).collect();
             assert_eq!(
@@ -388,7 +394,7 @@ async fn four_recorders_are_offloaded_and_freed_only_on_verified_receipts(real: 
         facts.len()
     );
     let station = rig.spawn_station();
-    let watcher = Watcher::start(facts.clone(), &rig.http());
+    let watcher = Watcher::start(facts.clone(), &rig.http(), &rig.token);
     for (i, (staged, _)) in recorders.iter().enumerate() {
         dock(staged, &rig.slot(i));
     }
@@ -449,7 +455,7 @@ async fn nothing_is_lost_duplicated_or_freed_early_when_the_agent_is_killed_and_
     .await;
     let recorders = rig.recorders(0.03);
     let facts = all_facts(&recorders);
-    let watcher = Watcher::start(facts.clone(), &rig.http());
+    let watcher = Watcher::start(facts.clone(), &rig.http(), &rig.token);
     for (i, (staged, _)) in recorders.iter().enumerate() {
         dock(staged, &rig.slot(i));
     }

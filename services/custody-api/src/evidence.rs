@@ -27,6 +27,8 @@ pub(crate) struct ListQuery {
     from: Option<String>,
     /// Capture start before this RFC 3339 time.
     to: Option<String>,
+    /// Only evidence attributed to this officer (badge).
+    officer: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -48,6 +50,9 @@ pub(crate) struct EvidenceJson {
     importance: u8,
     captured_at: Timestamp,
     ingested_at: Timestamp,
+    /// The officer who held the recorder at capture time (check-out register, else the recorder's own
+    /// binding), and whether the two disagree.
+    attribution: custody_core::Attribution,
     content_url: String,
     /// What the media pipeline found and made: probe result, how a browser shows it, derived files.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +74,7 @@ impl From<Evidence> for EvidenceJson {
             importance: e.importance.mark(),
             captured_at: e.captured_at,
             ingested_at: e.ingested_at,
+            attribution: e.attribution,
             media: None,
         }
     }
@@ -113,9 +119,23 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiErro
 
 pub(crate) async fn list(
     State(s): State<ApiState>,
-    Extension(_actor): Extension<Actor>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListJson>, ApiError> {
+    let scope = actor.user().scope();
+    if scope.is_empty() {
+        s.cases
+            .audit_denied(actor.user(), "evidence.list", None, "sees no evidence")
+            .await;
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "user {} ({}) may not read evidence",
+                actor.user().username,
+                actor.user().roles.to_list()
+            ),
+        ));
+    }
     let filter = EvidenceFilter {
         device_id: q
             .device
@@ -129,6 +149,11 @@ pub(crate) async fn list(
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
         captured_from: parse_time("from", q.from.as_deref())?,
         captured_to: parse_time("to", q.to.as_deref())?,
+        officer: q
+            .officer
+            .map(custody_core::BadgeNo::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -142,7 +167,7 @@ pub(crate) async fn list(
         .map(PageCursor::decode)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let page = s.ingest.list(&filter, after, limit).await?;
+    let page = s.ingest.list(&filter, &scope, after, limit).await?;
     Ok(Json(ListJson {
         items: with_media(&s, page.items).await?,
         next_cursor: page.next.map(|c| c.encode()),
@@ -154,7 +179,11 @@ pub(crate) async fn get_one(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<EvidenceJson>, ApiError> {
-    let e = s.ingest.view(parse_id(&id)?, &actor.label()).await?;
+    let id = parse_id(&id)?;
+    s.cases
+        .check_evidence_access(actor.user(), id, "evidence.read")
+        .await?;
+    let e = s.ingest.view(id, &actor.label()).await?;
     let mut one = with_media(&s, vec![e]).await?;
     one.pop()
         .map(Json)
@@ -276,7 +305,11 @@ pub(crate) async fn content(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let evidence = s.ingest.evidence(parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    s.cases
+        .check_evidence_access(actor.user(), id, "evidence.download")
+        .await?;
+    let evidence = s.ingest.evidence(id).await?;
     let size = evidence.size;
     let range = match range_or_refusal(&headers, size)? {
         Ok(r) => r,

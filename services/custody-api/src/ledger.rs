@@ -151,6 +151,9 @@ pub(crate) async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<HistoryJson>, ApiError> {
     let id = parse_id(&id)?;
+    s.cases
+        .check_evidence_access(actor.user(), id, "evidence.history")
+        .await?;
     s.ingest.view(id, &actor.label()).await?;
     let events = s
         .ingest
@@ -178,6 +181,9 @@ pub(crate) async fn receipt(
     Path(id): Path<String>,
 ) -> Result<Json<LedgerProof>, ApiError> {
     let id = parse_id(&id)?;
+    s.cases
+        .check_evidence_access(actor.user(), id, "evidence.receipt")
+        .await?;
     s.ingest.view(id, &actor.label()).await?;
     Ok(Json(s.ingest.ledger().ingest_receipt(id).await?))
 }

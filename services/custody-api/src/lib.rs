@@ -1,14 +1,17 @@
-//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (evidence and its derived media, ledger, stations, telemetry), `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP edge of Custody (axum): the REST API under `/api/v1` (sessions, users, officers, cases,
+//! evidence and its derived media, ledger, stations, telemetry), `/healthz`, `/readyz` and `/metrics`.
 //!
-//! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`, `custody-media`). This crate never
+//! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`, `custody-media`, `custody-cases`). This crate never
 //! touches SQL or object storage directly, and turns every error into a response in one place
 //! ([`ApiError`]), through the error codes shared with gRPC.
 
 mod auth;
+mod cases;
 mod error;
 mod evidence;
 mod ledger;
 mod media;
+mod people;
 mod stations;
 mod telemetry;
 
@@ -42,6 +45,12 @@ pub struct ApiState {
     /// Their password (`mqtt_password_file`); without it no superuser can log in through the hooks.
     pub mqtt_password: Option<String>,
     pub registry: Arc<Registry>,
+    /// Accounts, sessions, roles and the audit log.
+    pub accounts: custody_cases::Accounts,
+    /// The officer registry and recorder check-outs.
+    pub officers: custody_cases::Officers,
+    /// Cases, links and coverage.
+    pub cases: custody_cases::Cases,
 }
 
 /// The whole HTTP API.
@@ -73,7 +82,40 @@ pub fn router(state: ApiState) -> Router {
             "/geofences/{id}",
             axum::routing::delete(telemetry::delete_fence),
         )
-        .layer(axum::middleware::from_fn(auth::authenticate))
+        .route("/sessions/current", axum::routing::delete(people::logout))
+        .route("/me", get(people::me))
+        .route("/users", get(people::list_users).post(people::add_user))
+        .route("/users/{name}", axum::routing::patch(people::update_user))
+        .route("/audit", get(people::audit_log))
+        .route("/officers", get(people::list_officers))
+        .route(
+            "/officers/{badge}",
+            get(people::get_officer).put(people::put_officer),
+        )
+        .route("/recorders/{device}/checkout", post(people::checkout))
+        .route("/recorders/{device}/return", post(people::return_recorder))
+        .route("/checkouts", get(people::checkouts))
+        .route("/cases", get(cases::list).post(cases::create))
+        .route("/cases/{id}", get(cases::get_one))
+        .route("/cases/{id}/status", post(cases::set_status))
+        .route("/cases/{id}/history", get(cases::history))
+        .route("/cases/{id}/steps", get(cases::steps).post(cases::add_step))
+        .route(
+            "/cases/{id}/steps/{step}/explanations",
+            post(cases::explain),
+        )
+        .route("/cases/{id}/links", get(cases::links).post(cases::link))
+        .route(
+            "/cases/{id}/links/{evidence}",
+            axum::routing::delete(cases::unlink),
+        )
+        .route("/cases/{id}/coverage", get(cases::coverage))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        // Logging in is how a session starts.
+        .route("/sessions", post(people::login))
         // The public ledger: proofs for outside verifiers need no credentials.
         .route("/ledger/proof/inclusion", get(ledger::inclusion))
         .route("/ledger/proof/consistency", get(ledger::consistency))

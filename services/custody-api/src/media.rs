@@ -211,8 +211,11 @@ async fn serve(
     kind: DerivedKind,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    // 404 names the evidence when it does not exist at all.
-    s.ingest.evidence(id).await?;
+    // 404 names the evidence when it does not exist at all; 403 (audited) when it is not the caller's
+    // to see.
+    s.cases
+        .check_evidence_access(actor.user(), id, "evidence.view")
+        .await?;
     let Some(d) = s.media.derived(id, kind).await? else {
         let why = match s.media.of(&[id]).await?.pop() {
             Some(m) if m.state == MediaState::Pending => "it has not been probed yet".to_string(),

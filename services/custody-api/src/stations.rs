@@ -2,6 +2,7 @@
 //! centre. Status arrives over MQTT; these routes only read it.
 
 use crate::{ApiError, ApiState};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use custody_core::StationId;
@@ -29,8 +30,16 @@ pub(crate) struct ListJson {
 
 pub(crate) async fn list(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListJson>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadStations,
+            "station.read",
+        )
+        .await?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -61,8 +70,16 @@ pub(crate) async fn list(
 
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<StationView>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadStations,
+            "station.read",
+        )
+        .await?;
     let id = StationId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(s.stations.get(&id).await?))
 }

@@ -6,6 +6,7 @@
 //! accepts `crs=gcj02` for Chinese base maps (AMap, Tencent), converting on the way out (and in).
 
 use crate::{ApiError, ApiState};
+use axum::Extension;
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -134,9 +135,17 @@ pub(crate) struct LiveQuery {
 /// `snapshot=false`.
 pub(crate) async fn live(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<LiveQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "live.watch",
+        )
+        .await?;
     let devices = q
         .devices
         .as_deref()
@@ -242,8 +251,16 @@ pub(crate) struct LatestJson {
 /// `GET /api/v1/positions/latest`: the newest fix of every device.
 pub(crate) async fn latest(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<LatestQuery>,
 ) -> Result<Json<LatestJson>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "positions.read",
+        )
+        .await?;
     let area = q.bbox.as_deref().map(|b| bbox(b, q.crs)).transpose()?;
     let max_age = q
         .max_age
@@ -285,8 +302,16 @@ pub(crate) struct NearestJson {
 /// their great-circle distance in metres.
 pub(crate) async fn nearest(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<NearestQuery>,
 ) -> Result<Json<NearestJson>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "positions.read",
+        )
+        .await?;
     if !(-90.0..=90.0).contains(&q.lat) || !(-180.0..=180.0).contains(&q.lon) {
         return Err(bad(format!(
             "lat/lon: ({}, {}) is not a valid point",
@@ -340,9 +365,17 @@ const TRACK_MAX: u32 = 200_000;
 /// fix times) and each stop as a Point.
 pub(crate) async fn track(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Path(id): Path<String>,
     Query(q): Query<TrackQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "track.read",
+        )
+        .await?;
     let dev = device(&id)?;
     let from = time("from", &q.from)?;
     let to = time("to", &q.to)?;
@@ -455,8 +488,16 @@ fn alarm_out(mut a: Alarm, crs: Crs) -> Alarm {
 /// `GET /api/v1/alarms`: newest first, paged.
 pub(crate) async fn alarms(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<AlarmsQuery>,
 ) -> Result<Json<AlarmsJson>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "alarm.read",
+        )
+        .await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(bad(format!(
@@ -507,8 +548,16 @@ fn custody_store_cursor(t: i64, id: AlarmId) -> custody_tracking::AlarmCursor {
 
 pub(crate) async fn alarm(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Path(id): Path<String>,
 ) -> Result<Json<Alarm>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "alarm.read",
+        )
+        .await?;
     let id = AlarmId::parse(&id).map_err(|e| bad(e.to_string()))?;
     Ok(Json(s.tracking.get_alarm(&id).await?))
 }
@@ -516,8 +565,6 @@ pub(crate) async fn alarm(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AckBody {
-    /// Who acknowledges (operator name or badge) until user accounts exist.
-    by: String,
     #[serde(default)]
     note: String,
 }
@@ -534,12 +581,24 @@ pub(crate) struct AckJson {
 /// `POST /api/v1/alarms/{id}/ack` with `{"by": "...", "note": "..."}`.
 pub(crate) async fn ack(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Path(id): Path<String>,
     body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<AckJson>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::DirectCommandCentre,
+            "alarm.ack",
+        )
+        .await?;
     let Json(body) = body.map_err(|e| bad(format!("body: {}", e.body_text())))?;
     let id = AlarmId::parse(&id).map_err(|e| bad(e.to_string()))?;
-    let a = s.tracking.ack_alarm(&id, &body.by, &body.note).await?;
+    // The acknowledgement names the logged-in operator.
+    let a = s
+        .tracking
+        .ack_alarm(&id, actor.user().username.as_str(), &body.note)
+        .await?;
     Ok(Json(AckJson {
         alarm: a.alarm,
         first: a.first,
@@ -591,21 +650,40 @@ fn fence_json(f: &Geofence, crs: Crs) -> Value {
 }
 
 /// `GET /api/v1/geofences`.
-pub(crate) async fn fences(State(s): State<ApiState>, Query(q): Query<CrsQuery>) -> Json<Value> {
+pub(crate) async fn fences(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
+    Query(q): Query<CrsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "geofence.read",
+        )
+        .await?;
     let items: Vec<Value> = s
         .tracking
         .geofences()
         .iter()
         .map(|f| fence_json(f, q.crs))
         .collect();
-    Json(json!({ "items": items }))
+    Ok(Json(json!({ "items": items })))
 }
 
 /// `POST /api/v1/geofences` with `{"name", "kind", "geometry": <GeoJSON Polygon>, "crs"}`.
 pub(crate) async fn add_fence(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     body: Result<Json<FenceBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::DirectCommandCentre,
+            "geofence.write",
+        )
+        .await?;
     let Json(b) = body.map_err(|e| bad(format!("body: {}", e.body_text())))?;
     if b.geometry["type"] != "Polygon" {
         return Err(bad("geometry: must be a GeoJSON Polygon"));
@@ -633,8 +711,16 @@ pub(crate) async fn add_fence(
 /// `DELETE /api/v1/geofences/{id}`.
 pub(crate) async fn delete_fence(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Path(id): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::DirectCommandCentre,
+            "geofence.write",
+        )
+        .await?;
     let id = FenceId::parse(&id).map_err(|e| bad(e.to_string()))?;
     s.tracking.delete_geofence(&id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
@@ -651,8 +737,16 @@ pub(crate) struct FenceEventsQuery {
 /// `GET /api/v1/geofences/events?from=&to=[&device_id=]`: enter and leave events, oldest first.
 pub(crate) async fn fence_events(
     State(s): State<ApiState>,
+    Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<FenceEventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    actor
+        .require(
+            &s,
+            custody_core::access::Capability::ReadCommandCentre,
+            "geofence.read",
+        )
+        .await?;
     let dev = q.device_id.as_deref().map(device).transpose()?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     let items: Vec<FenceEvent> = s

@@ -1,7 +1,7 @@
 //! Evidence: one recorded file, stored once by its SHA-256, with what the recorder and station said of it.
 
 use crate::hash::{Sha256, Sm3};
-use crate::ids::{DeviceId, EvidenceId, StationId};
+use crate::ids::{BadgeNo, DeviceId, EvidenceId, StationId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -145,6 +145,58 @@ pub struct Evidence {
     pub captured_at: Timestamp,
     /// When the server made the bytes evidence.
     pub ingested_at: Timestamp,
+    /// Who held the recorder when it recorded, and how that is known.
+    #[serde(default)]
+    pub attribution: Attribution,
+}
+
+/// How an evidence item is attributed to an officer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributionSource {
+    /// The check-out register (领用/归还) says who held the recorder at capture time.
+    Checkout,
+    /// No check-out covers the capture time; the officer bound on the recorder (ZFY_INFO) is used.
+    Recorder,
+    /// Nothing says who held it.
+    #[default]
+    None,
+}
+
+impl AttributionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Checkout => "checkout",
+            Self::Recorder => "recorder",
+            Self::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "checkout" => Ok(Self::Checkout),
+            "recorder" => Ok(Self::Recorder),
+            "none" => Ok(Self::None),
+            _ => Err(format!(
+                "attribution: {s:?} is not one of checkout, recorder, none"
+            )),
+        }
+    }
+}
+
+/// Who an evidence item belongs to: the officer holding the recorder at capture time (by the check-out
+/// register, with the capture time corrected for the recorder's clock offset), cross-checked with the
+/// officer the docking station read from the recorder.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Attribution {
+    pub officer: Option<BadgeNo>,
+    pub source: AttributionSource,
+    /// The officer bound on the recorder, as the docking station reported it.
+    pub reported: Option<BadgeNo>,
+    /// The register and the recorder's binding name different officers.
+    pub conflict: bool,
+    /// Recorder clock minus station clock at docking, in milliseconds.
+    pub clock_offset_ms: Option<i64>,
 }
 
 impl Evidence {
@@ -170,6 +222,8 @@ pub struct EvidenceFilter {
     pub captured_from: Option<Timestamp>,
     /// Capture start before this instant.
     pub captured_to: Option<Timestamp>,
+    /// Attributed to this officer.
+    pub officer: Option<BadgeNo>,
 }
 
 #[cfg(test)]

@@ -164,6 +164,16 @@ uuid_id!(
     "fence_id"
 );
 uuid_id!(
+    /// A case (案件); its human-readable number is `custody_core::case::CaseNo`.
+    CaseId,
+    "case_id"
+);
+uuid_id!(
+    /// One step of a case: an enforcement action with a time window, a place and officers.
+    StepId,
+    "step_id"
+);
+uuid_id!(
     /// One resumable upload session.
     UploadId,
     "upload_id"

@@ -5,6 +5,9 @@
 //! ffmpeg. Everything here is plain data and pure functions, unit-tested in place. Types are parsed, not
 //! validated: a `DeviceId` or `Sha256` that exists is valid, so code further in never re-checks it.
 
+pub mod access;
+pub mod case;
+pub mod coverage;
 pub mod credential;
 pub mod error;
 pub mod evidence;
@@ -22,11 +25,17 @@ pub mod time;
 pub mod track;
 pub mod upload;
 
+pub use case::{CaseNo, CaseStatus, Procedure, TransitionError, check_transition};
 pub use credential::{DeviceCredential, StationCredential};
 pub use error::{ErrorCode, HasErrorCode};
-pub use evidence::{Evidence, EvidenceFilter, FileName, Importance, MediaType, content_path};
+pub use evidence::{
+    Attribution, AttributionSource, Evidence, EvidenceFilter, FileName, Importance, MediaType,
+    content_path,
+};
 pub use hash::{ContentHasher, Digests, HashAlgorithm, ParseDigestError, Sha256, Sm3};
-pub use ids::{AlarmId, BadgeNo, DeviceId, EvidenceId, FenceId, IdError, StationId, UploadId};
+pub use ids::{
+    AlarmId, BadgeNo, CaseId, DeviceId, EvidenceId, FenceId, IdError, StationId, StepId, UploadId,
+};
 pub use position::Position;
 pub use time::Timestamp;
 pub use upload::{Upload, UploadDeclaration, UploadState, WriteRefusal, check_write};

@@ -140,7 +140,7 @@ impl Ledger {
     /// (while a sequencer runs somewhere).
     pub async fn append(&self, event: PendingEvent) -> Result<(), IngestError> {
         self.inner.meta.append_pending(&event).await?;
-        self.queued();
+        self.notify_queued();
         Ok(())
     }
 
@@ -158,8 +158,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Tells the sequencer that this process queued an event some other way (inside a commit).
-    pub(crate) fn queued(&self) {
+    /// Tells the sequencer that this process queued an event some other way (inside a commit, or with
+    /// a case link's own transaction).
+    pub fn notify_queued(&self) {
         self.inner
             .queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

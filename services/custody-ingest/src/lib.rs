@@ -407,6 +407,8 @@ impl Ingest {
             importance: decl.importance,
             captured_at: decl.captured_at,
             ingested_at: t,
+            // Who held the recorder is worked out by the store from the check-out register.
+            attribution: Default::default(),
         };
         let outcome = meta.commit_upload(id, &candidate, t).await?;
         self.inner
@@ -416,7 +418,7 @@ impl Ingest {
         tracing::info!(upload = %id, evidence = %outcome.evidence.id, sha256 = %outcome.evidence.sha256,
             size = outcome.evidence.size, duplicate = outcome.duplicate, "evidence committed");
         if !outcome.duplicate {
-            self.inner.ledger.queued();
+            self.inner.ledger.notify_queued();
         }
         let ledger = self
             .inner
@@ -533,14 +535,19 @@ impl Ingest {
             .await
     }
 
-    /// Evidence matching `filter`, in capture order, a page at a time.
+    /// Evidence matching `filter` that `scope` may see, in capture order, a page at a time.
     pub async fn list(
         &self,
         filter: &EvidenceFilter,
+        scope: &custody_core::access::EvidenceScope,
         after: Option<PageCursor>,
         limit: u32,
     ) -> Result<EvidencePage, IngestError> {
-        Ok(self.inner.meta.list_evidence(filter, after, limit).await?)
+        Ok(self
+            .inner
+            .meta
+            .list_evidence(filter, scope, after, limit)
+            .await?)
     }
 
     /// An evidence item's bytes, or a range of them (end exclusive, already checked against the size).

@@ -2,9 +2,11 @@
 //! number on SQLite too, so each statement is written once and [`on_pool!`] expands it for both pools.
 
 use crate::error::StoreError;
+use custody_core::access::EvidenceScope;
+use custody_core::evidence::{Attribution, AttributionSource};
 use custody_core::{
-    DeviceId, Evidence, EvidenceFilter, EvidenceId, FileName, Importance, MediaType, Sha256, Sm3,
-    StationId, Timestamp, Upload, UploadDeclaration, UploadId, UploadState,
+    BadgeNo, DeviceId, Evidence, EvidenceFilter, EvidenceId, FileName, Importance, MediaType,
+    Sha256, Sm3, StationId, Timestamp, Upload, UploadDeclaration, UploadId, UploadState,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -123,6 +125,11 @@ struct EvidenceRow {
     importance: i32,
     captured_at: i64,
     ingested_at: i64,
+    officer_badge: Option<String>,
+    attribution: String,
+    reported_badge: Option<String>,
+    attribution_conflict: bool,
+    clock_offset_ms: Option<i64>,
 }
 
 pub(crate) fn corrupt(table: &str, id: &str) -> impl Fn(String) -> StoreError {
@@ -190,6 +197,21 @@ impl EvidenceRow {
             importance: Importance::from_mark(self.importance.into()).map_err(|x| e(&x))?,
             captured_at: Timestamp::from_unix_micros(self.captured_at),
             ingested_at: Timestamp::from_unix_micros(self.ingested_at),
+            attribution: Attribution {
+                officer: self
+                    .officer_badge
+                    .map(BadgeNo::parse)
+                    .transpose()
+                    .map_err(|x| e(&x))?,
+                source: AttributionSource::parse(&self.attribution).map_err(|x| e(&x))?,
+                reported: self
+                    .reported_badge
+                    .map(BadgeNo::parse)
+                    .transpose()
+                    .map_err(|x| e(&x))?,
+                conflict: self.attribution_conflict,
+                clock_offset_ms: self.clock_offset_ms,
+            },
         })
     }
 }
@@ -207,10 +229,59 @@ macro_rules! upload_columns {
     };
 }
 
-/// The columns of `evidence`, in `EvidenceRow` order (plus `upload_id`, which is written, never read).
+/// The columns of `evidence` a commit writes (plus `upload_id`, which is written, never read).
+macro_rules! evidence_insert_columns {
+    () => {
+        "id, sha256, sm3, size, device_id, station_id, file_name, media_type, importance, captured_at, ingested_at, \
+         reported_badge, clock_offset_ms"
+    };
+}
+
+/// The columns of `evidence` in `EvidenceRow` order: what a commit writes, then the attribution kept
+/// current from the check-out register.
 macro_rules! evidence_columns {
     () => {
-        "id, sha256, sm3, size, device_id, station_id, file_name, media_type, importance, captured_at, ingested_at"
+        concat!(
+            evidence_insert_columns!(),
+            ", officer_badge, attribution, attribution_conflict"
+        )
+    };
+}
+
+/// Recomputes who held the recorder when each selected evidence item was recorded (`{filter}` selects
+/// rows of `evidence e`). The capture time is corrected for the recorder's clock offset measured at
+/// docking. Runs in the transaction that changes the register or commits the evidence.
+macro_rules! attribute_sql {
+    ($filter:literal) => {
+        concat!(
+            "WITH h AS (SELECT e.id AS eid, (SELECT c.badge FROM recorder_checkouts c \
+               WHERE c.device_id = e.device_id \
+                 AND c.out_at <= e.captured_at - COALESCE(e.clock_offset_ms, 0) * 1000 \
+                 AND (c.returned_at IS NULL OR c.returned_at > e.captured_at - COALESCE(e.clock_offset_ms, 0) * 1000) \
+               ORDER BY c.out_at DESC LIMIT 1) AS held FROM evidence e WHERE ",
+            $filter,
+            ") UPDATE evidence SET officer_badge = COALESCE(h.held, evidence.reported_badge), \
+               attribution = CASE WHEN h.held IS NOT NULL THEN 'checkout' \
+                 WHEN evidence.reported_badge IS NOT NULL THEN 'recorder' ELSE 'none' END, \
+               attribution_conflict = (h.held IS NOT NULL AND evidence.reported_badge IS NOT NULL \
+                 AND h.held <> evidence.reported_badge) \
+             FROM h WHERE evidence.id = h.eid"
+        )
+    };
+}
+pub(crate) use attribute_sql;
+
+/// The condition of `custody_core::access::EvidenceScope` on a row of `evidence`: everything, footage
+/// attributed to the officer, or footage linked (and not unlinked) to a case the user handles. The three
+/// placeholders bind `all`, the officer's badge and the handler's user name.
+macro_rules! in_scope_sql {
+    ($all:literal, $badge:literal, $handler:literal) => {
+        concat!(
+            "(", $all, " OR (CAST(", $badge, " AS TEXT) IS NOT NULL AND evidence.officer_badge = ", $badge, ") \
+              OR (CAST(", $handler, " AS TEXT) IS NOT NULL AND EXISTS (SELECT 1 FROM evidence_links l \
+                  JOIN case_handlers h ON h.case_id = l.case_id \
+                  WHERE l.evidence_id = evidence.id AND l.unlinked_at IS NULL AND h.username = ", $handler, ")))"
+        )
     };
 }
 
@@ -469,8 +540,9 @@ impl Metadata {
     ) -> Result<CommitOutcome, StoreError> {
         let insert = concat!(
             "INSERT INTO evidence (",
-            evidence_columns!(),
-            ", upload_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (sha256) DO NOTHING"
+            evidence_insert_columns!(),
+            ", upload_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (sha256) DO NOTHING"
         );
         let mark = "UPDATE uploads SET state = 'committed', evidence_id = $1, updated_at = $2 WHERE id = $3";
         let c = candidate;
@@ -490,7 +562,13 @@ impl Metadata {
                 .bind(i32::from(c.importance.mark()))
                 .bind(c.captured_at.unix_micros())
                 .bind(c.ingested_at.unix_micros())
+                .bind(c.attribution.reported.as_ref().map(BadgeNo::as_str))
+                .bind(c.attribution.clock_offset_ms)
                 .bind(upload.to_string())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(attribute_sql!("e.id = $1"))
+                .bind(c.id.to_string())
                 .execute(&mut *tx)
                 .await?;
             let row: EvidenceRow = sqlx::query_as(SELECT_EVIDENCE_BY_SHA256)
@@ -504,7 +582,8 @@ impl Metadata {
                     kind: custody_core::ledger::EventKind::Ingest,
                     evidence_id: c.id,
                     actor: format!("station:{}", c.station_id),
-                    officer: None,
+                    // The officer holding the recorder at capture time, as attributed just above.
+                    officer: row.officer_badge.clone(),
                     detail: None,
                     server_time: c.ingested_at,
                 })
@@ -538,6 +617,30 @@ impl Metadata {
         })
     }
 
+    /// Whether `scope` may see evidence `id` (the same condition as listings use).
+    pub async fn evidence_in_scope(
+        &self,
+        id: EvidenceId,
+        scope: &EvidenceScope,
+    ) -> Result<bool, StoreError> {
+        if scope.all {
+            return Ok(true);
+        }
+        let sql = concat!(
+            "SELECT COUNT(*) FROM evidence WHERE id = $1 AND ",
+            in_scope_sql!("$2", "$3", "$4")
+        );
+        let n: i64 = on_pool!(self, p => sqlx::query_scalar(sql)
+            .bind(id.to_string())
+            .bind(scope.all)
+            .bind(scope.officer.as_ref().map(BadgeNo::as_str))
+            .bind(scope.handler.as_ref().map(|u| u.as_str()))
+            .fetch_one(p)
+            .await)
+        .map_err(StoreError::db("checking access to evidence"))?;
+        Ok(n > 0)
+    }
+
     pub async fn get_evidence(&self, id: EvidenceId) -> Result<Option<Evidence>, StoreError> {
         let row: Option<EvidenceRow> = on_pool!(self, p => sqlx::query_as(SELECT_EVIDENCE_BY_ID)
             .bind(id.to_string())
@@ -565,6 +668,7 @@ impl Metadata {
     pub async fn list_evidence(
         &self,
         filter: &EvidenceFilter,
+        scope: &EvidenceScope,
         after: Option<PageCursor>,
         limit: u32,
     ) -> Result<EvidencePage, StoreError> {
@@ -577,7 +681,9 @@ impl Metadata {
                AND (CAST($3 AS BIGINT) IS NULL OR captured_at >= $3) \
                AND (CAST($4 AS BIGINT) IS NULL OR captured_at < $4) \
                AND (CAST($5 AS BIGINT) IS NULL OR (captured_at, id) > ($5, $6)) \
-             ORDER BY captured_at, id LIMIT $7"
+               AND (CAST($8 AS TEXT) IS NULL OR officer_badge = $8) AND ",
+            in_scope_sql!("$9", "$10", "$11"),
+            " ORDER BY captured_at, id LIMIT $7"
         );
         let limit = limit.max(1);
         let rows: Vec<EvidenceRow> = on_pool!(self, p => sqlx::query_as(sql)
@@ -588,6 +694,10 @@ impl Metadata {
             .bind(after.map(|c| c.captured_at.unix_micros()))
             .bind(after.map(|c| c.id.to_string()).unwrap_or_default())
             .bind(i64::from(limit) + 1)
+            .bind(filter.officer.as_ref().map(BadgeNo::as_str))
+            .bind(scope.all)
+            .bind(scope.officer.as_ref().map(BadgeNo::as_str))
+            .bind(scope.handler.as_ref().map(|u| u.as_str()))
             .fetch_all(p)
             .await)
         .map_err(StoreError::db("listing evidence"))?;

@@ -136,3 +136,9 @@ macro_rules! conformance {
         mod on_postgres { $( #[tokio::test] async fn $name() { let (m, _keep) = $crate::testing::postgres_metadata().await; super::$name(m).await } )* }
     };
 }
+
+/// Runs a statement as it is, bypassing the repository: for tests that play an intruder with database
+/// access and check that triggers refuse what the code never does.
+pub async fn execute_raw(m: &crate::Metadata, sql: &'static str) -> Result<u64, sqlx::Error> {
+    crate::meta::on_pool!(m, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))
+}

@@ -61,6 +61,7 @@ async fn commit(m: &Metadata, seed: u8, at: i64) -> EvidenceId {
         importance: d.importance,
         captured_at: d.captured_at,
         ingested_at: t(at),
+        attribution: Default::default(),
     };
     m.commit_upload(u.id, &e, t(at)).await.unwrap().evidence.id
 }

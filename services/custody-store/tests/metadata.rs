@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+use custody_core::access::EvidenceScope;
 use custody_core::*;
 use custody_store::Metadata;
 
@@ -62,6 +63,7 @@ fn evidence_of(d: &UploadDeclaration, ingested: i64) -> Evidence {
         importance: d.importance,
         captured_at: d.captured_at,
         ingested_at: t(ingested),
+        attribution: Default::default(),
     }
 }
 
@@ -214,7 +216,10 @@ async fn listing_filters_and_pages_in_capture_order(m: Metadata) {
     };
     let (mut seen, mut after) = (Vec::new(), None);
     loop {
-        let page = m.list_evidence(&filter, after, 3).await.unwrap();
+        let page = m
+            .list_evidence(&filter, &EvidenceScope::everything(), after, 3)
+            .await
+            .unwrap();
         assert!(page.items.len() <= 3);
         seen.extend(page.items.iter().map(|e| e.captured_at));
         match page.next {
@@ -234,7 +239,10 @@ async fn listing_filters_and_pages_in_capture_order(m: Metadata) {
         captured_to: Some(all[5].captured_at),
         ..Default::default()
     };
-    let got = m.list_evidence(&window, None, 100).await.unwrap();
+    let got = m
+        .list_evidence(&window, &EvidenceScope::everything(), None, 100)
+        .await
+        .unwrap();
     assert_eq!(got.items, all[2..5].to_vec());
     assert!(got.next.is_none());
     let station = EvidenceFilter {
@@ -242,7 +250,7 @@ async fn listing_filters_and_pages_in_capture_order(m: Metadata) {
         ..Default::default()
     };
     assert!(
-        m.list_evidence(&station, None, 10)
+        m.list_evidence(&station, &EvidenceScope::everything(), None, 10)
             .await
             .unwrap()
             .items

@@ -272,7 +272,7 @@ pub async fn station(
 }
 
 /// Opens the metadata database named by the configuration (creating a SQLite file's directory).
-async fn open_meta(
+pub(crate) async fn open_meta(
     config_file: &Path,
     explicit: bool,
     storage: &crate::config::StorageArgs,

@@ -28,6 +28,10 @@ pub struct App {
     tracking: Tracking,
     /// Durable media jobs (probe, poster, thumbnails, proxy) and their results.
     media: custody_media::Media,
+    /// Accounts and sessions, officers and check-outs, cases.
+    accounts: custody_cases::Accounts,
+    officers: custody_cases::Officers,
+    cases: custody_cases::Cases,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
@@ -125,6 +129,14 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     media_metrics.register(&mut registry);
     let media =
         custody_media::Media::new(meta.clone(), blobs.clone(), config.media(), media_metrics);
+    let accounts = custody_cases::Accounts::new(
+        meta.clone(),
+        custody_cases::AccountsConfig {
+            session_ttl: config.session_ttl,
+        },
+    );
+    let officers = custody_cases::Officers::new(meta.clone());
+    let cases = custody_cases::Cases::new(meta.clone(), ingest.ledger().clone(), config.cases());
     let tracking_metrics = TrackingMetrics::default();
     tracking_metrics.register(&mut registry);
     let tracking = Tracking::open(meta.clone(), config.tracking(), tracking_metrics)
@@ -177,6 +189,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         devices,
         tracking,
         media,
+        accounts,
+        officers,
+        cases,
         meta,
         registry: Arc::new(registry),
         config,
@@ -193,6 +208,18 @@ impl App {
                 MqttIn::Bridge(_) => None,
             },
         })
+    }
+
+    pub fn accounts(&self) -> &custody_cases::Accounts {
+        &self.accounts
+    }
+
+    pub fn officers(&self) -> &custody_cases::Officers {
+        &self.officers
+    }
+
+    pub fn cases(&self) -> &custody_cases::Cases {
+        &self.cases
     }
 
     pub fn ingest(&self) -> &Ingest {
@@ -239,6 +266,9 @@ impl App {
             mqtt_superusers: self.config.mqtt_superusers.clone(),
             mqtt_password: self.config.mqtt_password()?,
             registry: self.registry.clone(),
+            accounts: self.accounts.clone(),
+            officers: self.officers.clone(),
+            cases: self.cases.clone(),
         });
         let http = tokio::spawn(custody_api::serve(
             self.http,

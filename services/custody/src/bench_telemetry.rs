@@ -1290,7 +1290,12 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Latency> {
         .mqtt
         .context("the server did not open its embedded MQTT endpoint")?;
     let metrics_url = format!("http://{}/metrics", server.addrs.http);
-    let live_url = format!("ws://{}/api/v1/live?snapshot=false", server.addrs.http);
+    // The live feed needs a commander's session; a browser passes it in the query.
+    let token = server.user_token("bench-commander", "commander")?;
+    let live_url = format!(
+        "ws://{}/api/v1/live?snapshot=false&access_token={token}",
+        server.addrs.http
+    );
 
     let result = async {
         let feed_progress = Arc::new(FeedProgress::default());

@@ -90,6 +90,16 @@ pub struct Config {
     /// How often idle media workers look for new jobs.
     #[serde(with = "humantime_serde")]
     pub media_poll: Duration,
+    /// How long a user session (bearer token from `POST /api/v1/sessions`) stays valid.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Unrecorded stretches of an enforcement step at most this long are not reported as gaps (the
+    /// moment between two segments a recorder splits a long recording into).
+    #[serde(with = "humantime_serde")]
+    pub coverage_min_gap: Duration,
+    /// The longest single recording expected; coverage suggestions look this far back before a step.
+    #[serde(with = "humantime_serde")]
+    pub coverage_max_recording: Duration,
     /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     /// Connections in the database pool.
@@ -221,6 +231,9 @@ impl Default for Config {
             media_max_attempts: 5,
             media_retry_base: Duration::from_secs(30),
             media_poll: Duration::from_secs(2),
+            session_ttl: Duration::from_secs(12 * 3600),
+            coverage_min_gap: Duration::from_secs(10),
+            coverage_max_recording: Duration::from_secs(4 * 3600),
             database_url: None,
             database_max_connections: 16,
             object_store: None,
@@ -427,6 +440,13 @@ impl Config {
 
 impl Config {
     /// The media pipeline's settings.
+    pub fn cases(&self) -> custody_cases::CasesConfig {
+        custody_cases::CasesConfig {
+            min_gap: self.coverage_min_gap,
+            max_recording: self.coverage_max_recording,
+        }
+    }
+
     pub fn media(&self) -> custody_media::MediaConfig {
         let work_dir = self
             .media_work_dir

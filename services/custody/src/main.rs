@@ -91,6 +91,11 @@ enum AdminCommand {
     /// Uses the same storage settings as `serve`.
     #[command(subcommand)]
     Media(custody::admin::MediaCommand),
+    /// User accounts (officers, case handlers, supervisors, auditors, commanders, admins): create the
+    /// first administrator, list, change roles or passwords, disable, and issue a session token.
+    /// Uses the same storage settings as `serve`.
+    #[command(subcommand)]
+    User(custody::admin_users::UserCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +274,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Media(cmd)) => {
             custody::init_logging("warn", false);
             runtime.block_on(custody::admin::media(&cli.config, explicit, cmd))
+        }
+        Command::Admin(AdminCommand::User(cmd)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::admin_users::user(&cli.config, explicit, cmd))
         }
         Command::Verify(VerifyCommand::Receipt { file, keys }) => {
             let report = custody::verify::receipt(&file, &keys)?;

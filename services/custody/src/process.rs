@@ -129,6 +129,48 @@ impl ServerProcess {
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     }
 
+    /// A session token of a user with `roles` (comma-separated) in this server's storage, made with
+    /// `custody admin user add` (once; the account is reused when it exists) and `custody admin user
+    /// token`, as an operator would.
+    pub fn user_token(&self, username: &str, roles: &str) -> anyhow::Result<String> {
+        use std::io::Write;
+        let mut add = Command::new(&self.exe)
+            .args([
+                "admin", "user", "add", username, "--name", username, "--roles", roles,
+            ])
+            .arg("--password-stdin")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.storage_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {} admin user add", self.exe.display()))?;
+        if let Some(mut stdin) = add.stdin.take() {
+            writeln!(stdin, "pw-{:032x}", rand::random::<u128>())?;
+        }
+        let out = add.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            out.status.success() || stderr.contains("already exists"),
+            "custody admin user add {username} failed: {stderr}"
+        );
+        let out = Command::new(&self.exe)
+            .args(["admin", "user", "token", username, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.storage_args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} admin user token", self.exe.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "custody admin user token {username} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -366,7 +366,12 @@ pub async fn check(
     let mut rows_seen = std::collections::HashSet::new();
     loop {
         let page = meta
-            .list_evidence(&EvidenceFilter::default(), after, 500)
+            .list_evidence(
+                &EvidenceFilter::default(),
+                &custody_core::access::EvidenceScope::everything(),
+                after,
+                500,
+            )
             .await?;
         for e in &page.items {
             r.evidence += 1;

@@ -114,9 +114,13 @@ async fn reads_and_downloads_are_events_in_the_items_history(b: Backends) {
         // Each event names the one before it: the item's chain.
         assert_eq!(v.entry.prev_evidence_leaf, prev);
         prev = Some(v.leaf_index);
-        if v.entry.kind.as_str() != "ingest" {
-            assert_eq!(v.entry.actor, "anonymous");
-        }
+        // Reads name the logged-in user; the ingest names the station.
+        let actor = if v.entry.kind.as_str() == "ingest" {
+            "station:ST-01"
+        } else {
+            "user:tester"
+        };
+        assert_eq!(v.entry.actor, actor);
     }
     app.shutdown().await;
 }

@@ -114,7 +114,16 @@ async fn an_acknowledged_position_survives_a_server_kill(storage: Vec<String>) {
         from.replace('+', "%2B"),
         to.replace('+', "%2B")
     );
-    let track: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let token = server.user_token("reader", "commander").unwrap();
+    let track: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let stored: BTreeSet<i64> = track["features"][0]["properties"]["times"]
         .as_array()
         .unwrap()

@@ -6,6 +6,22 @@ pub mod station;
 use custody_store::testing;
 use std::path::Path;
 
+/// Roles of the user the end-to-end tests read the API as: everything, read-only.
+pub const READER_ROLES: &str = "auditor,commander";
+
+/// An HTTP client that sends `token` as its bearer credential.
+pub fn authed(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
 /// Flags for PostgreSQL (a fresh database) and the S3 test server (a fresh prefix named
 /// `prefix-<pid>-<random>`: tests of one process must not share a ledger's tiles), with the S3 secret
 /// written to a file in `dir`.

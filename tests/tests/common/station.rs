@@ -212,8 +212,8 @@ pub fn log_lines(log: &Path, level: &str, needle: &str) -> Vec<String> {
 }
 
 /// The SHA-256s of a device's evidence on the server (`None` while the server is unreachable).
-pub async fn server_hashes(http: &str, device: &str) -> Option<HashMap<String, u64>> {
-    let client = reqwest::Client::new();
+pub async fn server_hashes(http: &str, token: &str, device: &str) -> Option<HashMap<String, u64>> {
+    let client = super::authed(token);
     let mut out = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -243,11 +243,16 @@ pub struct Watcher {
     pub violations: Arc<Mutex<Vec<String>>>,
     /// The server's HTTP base URL; changes when the server restarts.
     pub http: Arc<Mutex<String>>,
+    /// A session token of a reader (sessions outlive server restarts).
+    pub token: String,
 }
 
 impl Watcher {
-    pub fn start(files: Vec<Facts>, http: &str) -> Self {
-        let w = Self::default();
+    pub fn start(files: Vec<Facts>, http: &str, token: &str) -> Self {
+        let w = Self {
+            token: token.to_string(),
+            ..Self::default()
+        };
         *w.http.lock().unwrap() = http.to_string();
         let me = w.clone();
         tokio::spawn(async move {
@@ -265,7 +270,7 @@ impl Watcher {
                 for f in freed {
                     let held = loop {
                         let http = me.http.lock().unwrap().clone();
-                        if let Some(h) = server_hashes(&http, &f.device).await {
+                        if let Some(h) = server_hashes(&http, &me.token, &f.device).await {
                             break h.get(&f.sha256) == Some(&f.size);
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;

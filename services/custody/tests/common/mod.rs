@@ -33,7 +33,13 @@ pub struct TestApp {
     pub stations: custody_ingest::Stations,
     pub devices: custody_tracking::Devices,
     pub tracking: custody_tracking::Tracking,
+    /// Sends the session token of `tester`, a user holding every role but officer's.
     pub http_client: reqwest::Client,
+    /// `tester`'s session token.
+    pub token: String,
+    /// Accounts, officers and cases, for tests that set up people directly.
+    pub accounts: custody_cases::Accounts,
+    pub officers: custody_cases::Officers,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -87,6 +93,14 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let stations = app.stations().clone();
     let devices = app.devices().clone();
     let tracking = app.tracking().clone();
+    let accounts = app.accounts().clone();
+    let officers = app.officers().clone();
+    let token = user_token(
+        &accounts,
+        "tester",
+        "case_handler,supervisor,auditor,commander,admin",
+    )
+    .await;
     let st01 = custody_core::StationId::parse("ST-01").unwrap();
     // A restarted server (same data_dir) has the station already: issue it a new credential.
     let station_credential = match stations.add(st01.clone(), "test station").await {
@@ -109,7 +123,10 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         stations,
         devices,
         tracking,
-        http_client: reqwest::Client::new(),
+        http_client: authed(&token),
+        token,
+        accounts,
+        officers,
         stop: Some(tx),
         task: Some(task),
         _dir: dir,
@@ -173,6 +190,44 @@ impl TestApp {
             t.await.unwrap().unwrap();
         }
     }
+}
+
+/// A session token of user `name` with `roles` (created on first use; a restarted server keeps it).
+pub async fn user_token(accounts: &custody_cases::Accounts, name: &str, roles: &str) -> String {
+    user_with(accounts, name, roles, None).await
+}
+
+/// Like [`user_token`], for an account bound to an officer's badge.
+pub async fn user_with(
+    accounts: &custody_cases::Accounts,
+    name: &str,
+    roles: &str,
+    badge: Option<&str>,
+) -> String {
+    let username = custody_core::access::Username::parse(name).unwrap();
+    let _ = accounts
+        .add_user(custody_cases::NewUser {
+            username: username.clone(),
+            display_name: name.to_string(),
+            roles: custody_core::access::Roles::parse(roles).unwrap(),
+            badge: badge.map(|b| custody_core::BadgeNo::parse(b).unwrap()),
+            password: format!("{name}-password"),
+        })
+        .await;
+    accounts.issue_for(&username, None).await.unwrap().token
+}
+
+/// An HTTP client that sends `token` as its bearer credential.
+pub fn authed(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
 }
 
 /// Deterministic test bytes.
