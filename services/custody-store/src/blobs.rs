@@ -523,12 +523,19 @@ impl Blobs {
         let rel = Self::tail_key(upload);
         let (_, _, stream) = self.get(&rel, None).await?;
         let chunks: Vec<Bytes> = futures::TryStreamExt::try_collect(stream).await?;
-        let tail: Bytes = chunks.concat().into();
-        if tail.len() as u64 != len {
+        let mut tail: Bytes = chunks.concat().into();
+        let held = tail.len() as u64;
+        if held < len {
             return Err(StoreError::Corrupt(format!(
-                "tail of upload {upload} holds {} bytes, expected {len}",
-                tail.len()
+                "tail of upload {upload} holds {held} bytes, expected {len}"
             )));
+        }
+        if held > len {
+            // A server stopped after storing a longer tail but before saving its size: the bytes past
+            // the committed size were never acknowledged (the tail only ever grows by appending to the
+            // committed one), so they are dropped and the client resends them, as on local disk.
+            tracing::warn!(%upload, held, committed_tail = len, "dropping unacknowledged bytes of a staged tail");
+            tail.truncate(len as usize);
         }
         Ok(tail)
     }
