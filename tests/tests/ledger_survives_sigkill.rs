@@ -39,6 +39,8 @@ fn declaration(data: &[u8], n: u64) -> pb::BeginRequest {
         }),
         importance: pb::Importance::Normal.into(),
         media_type: pb::MediaType::Video.into(),
+        officer_badge: String::new(),
+        clock_offset_ms: None,
     }
 }
 

@@ -28,6 +28,8 @@ struct Rig {
     server: Option<ServerProcess>,
     /// A reader's session token (sessions outlive server restarts).
     token: String,
+    /// A supervisor's session token, to approve the reader's download requests.
+    approver: String,
     station_id: String,
     setup: StationSetup,
     config: PathBuf,
@@ -93,6 +95,9 @@ impl Rig {
         let credential_file = dir.path().join("credential");
         std::fs::write(&credential_file, server.add_station(&station_id).unwrap()).unwrap();
         let token = server.user_token("reader", common::READER_ROLES).unwrap();
+        let approver = server
+            .user_token("approver", common::APPROVER_ROLES)
+            .unwrap();
         let slots_dir = dir.path().join("slots");
         for i in 1..=RECORDERS {
             std::fs::create_dir_all(slots_dir.join(format!("{i:02}"))).unwrap();
@@ -122,6 +127,7 @@ impl Rig {
             args,
             server: Some(server),
             token,
+            approver,
             station_id,
             setup,
             config,
@@ -273,6 +279,29 @@ impl Rig {
                     .find(|e| e["sha256"] == f.sha256.as_str())
                     .unwrap()
                     .clone();
+                // The station reported the officer bound on the recorder and its clock offset.
+                let info = custody_core::recorder::DeviceInfo::parse(
+                    &std::fs::read_to_string(
+                        self.slot(i).join(custody_core::recorder::DEVICE_INFO_FILE),
+                    )
+                    .unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    item["attribution"]["reported"],
+                    info.badge.as_str(),
+                    "{item}"
+                );
+                assert_eq!(item["attribution"]["source"], "recorder", "{item}");
+                assert!(item["attribution"]["clock_offset_ms"].is_i64(), "{item}");
+                // Originals leave only on a request another supervisor approved.
+                common::approve_download(
+                    &self.http(),
+                    &self.token,
+                    &self.approver,
+                    item["id"].as_str().unwrap(),
+                )
+                .await;
                 let body = client
                     .get(format!(
                         "{}{}",

@@ -78,6 +78,8 @@ async fn upload_killed_mid_stream_resumes_after_restart(real: bool) {
         }),
         importance: pb::Importance::Important.into(),
         media_type: pb::MediaType::Video.into(),
+        officer_badge: String::new(),
+        clock_offset_ms: None,
     };
     let upload_id = match up.begin(req.clone()).await.unwrap() {
         pb::begin_response::Result::Session(s) => s.upload_id,
@@ -137,11 +139,18 @@ async fn upload_killed_mid_stream_resumes_after_restart(real: bool) {
         (sha256.as_str(), SIZE)
     );
 
+    let reader_token = server.user_token("reader", common::READER_ROLES).unwrap();
+    let approver = server
+        .user_token("approver", common::APPROVER_ROLES)
+        .unwrap();
+    let http = format!("http://{}", server.addrs.http);
+    common::approve_download(&http, &reader_token, &approver, &receipt.evidence_id).await;
+    let reader = common::authed(&reader_token);
     let url = format!(
         "http://{}/api/v1/evidence/{}/content",
         server.addrs.http, receipt.evidence_id
     );
-    let resp = reqwest::get(url).await.unwrap();
+    let resp = reader.get(url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let mut h = sha2::Sha256::new();
@@ -154,15 +163,17 @@ async fn upload_killed_mid_stream_resumes_after_restart(real: bool) {
     assert_eq!((n, hex::encode(h.finalize())), (SIZE, sha256));
     // The downloaded copy also matches the original file byte for byte (not only its hash).
     let original = std::fs::read(&file).unwrap();
-    let again = reqwest::get(format!(
-        "http://{}/api/v1/evidence/{}/content",
-        server.addrs.http, receipt.evidence_id
-    ))
-    .await
-    .unwrap()
-    .bytes()
-    .await
-    .unwrap();
+    let again = reader
+        .get(format!(
+            "http://{}/api/v1/evidence/{}/content",
+            server.addrs.http, receipt.evidence_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert!(
         again.as_ref() == original.as_slice(),
         "downloaded bytes differ from the original"

@@ -692,6 +692,8 @@ impl Agent {
                 custody_core::MediaType::Text => pb::MediaType::Text,
             }
             .into(),
+            officer_badge: d.info.badge.to_string(),
+            clock_offset_ms: d.clock_offset_ms,
         })
     }
 

@@ -1,4 +1,5 @@
-//! `/api/v1/evidence`: listing, metadata and content (with HTTP Range) of evidence.
+//! `/api/v1/evidence`: listing, metadata and content (with HTTP Range) of evidence. The content of an
+//! original is served only to a user holding a live approved download request (`requests`).
 
 use crate::{ApiError, ApiState, auth::Actor};
 use axum::Extension;
@@ -309,6 +310,9 @@ pub(crate) async fn content(
     s.cases
         .check_evidence_access(actor.user(), id, "evidence.download")
         .await?;
+    // Approval before copy: an original leaves only on a live request approved by another
+    // supervisor; without one the refusal is audited and says how to ask.
+    s.requests.require_download(actor.user(), id).await?;
     let evidence = s.ingest.evidence(id).await?;
     let size = evidence.size;
     let range = match range_or_refusal(&headers, size)? {

@@ -1,5 +1,6 @@
 //! The HTTP edge of Custody (axum): the REST API under `/api/v1` (sessions, users, officers, cases,
-//! evidence and its derived media, ledger, stations, telemetry), `/healthz`, `/readyz` and `/metrics`.
+//! copy requests, evidence and its derived media, ledger, stations, telemetry), `/healthz`, `/readyz`
+//! and `/metrics`.
 //!
 //! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`, `custody-media`, `custody-cases`). This crate never
 //! touches SQL or object storage directly, and turns every error into a response in one place
@@ -9,9 +10,11 @@ mod auth;
 mod cases;
 mod error;
 mod evidence;
+mod export;
 mod ledger;
 mod media;
 mod people;
+mod requests;
 mod stations;
 mod telemetry;
 
@@ -51,6 +54,10 @@ pub struct ApiState {
     pub officers: custody_cases::Officers,
     /// Cases, links and coverage.
     pub cases: custody_cases::Cases,
+    /// Approval before copy: download and export requests and the check the content route makes.
+    pub requests: custody_cases::Requests,
+    /// Export packages of cases.
+    pub exporter: custody_cases::Exporter,
 }
 
 /// The whole HTTP API.
@@ -110,6 +117,12 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::delete(cases::unlink),
         )
         .route("/cases/{id}/coverage", get(cases::coverage))
+        .route("/cases/{id}/export", post(export::export))
+        .route("/requests", get(requests::list).post(requests::create))
+        .route("/requests/{id}", get(requests::get_one))
+        .route("/requests/{id}/approve", post(requests::approve))
+        .route("/requests/{id}/refuse", post(requests::refuse))
+        .route("/requests/{id}/withdraw", post(requests::withdraw))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -607,6 +607,13 @@ impl Cases {
                 })
             })
             .collect();
+        // Unlinked footage of the case's officers over the whole case, in one lookup per officer; each
+        // step then picks what overlaps its own window.
+        let candidates = if with_suggestions && !steps.is_empty() {
+            Some(self.candidates(id, &steps).await?)
+        } else {
+            None
+        };
         let mut reports = Vec::with_capacity(steps.len());
         let mut blocking = 0;
         for s in &steps {
@@ -627,10 +634,9 @@ impl Cases {
             if s.continuous {
                 blocking += unexplained;
             }
-            let suggestions = if with_suggestions {
-                self.suggestions(id, s, window, &officers).await?
-            } else {
-                Vec::new()
+            let suggestions = match &candidates {
+                Some(c) => self.suggestions(s, window, &officers, c),
+                None => Vec::new(),
             };
             reports.push(StepReport {
                 step_id: s.id,
@@ -651,25 +657,42 @@ impl Cases {
         })
     }
 
-    async fn suggestions(
+    /// Unlinked footage of every officer present at a step of the case, over the case's whole span.
+    async fn candidates(
         &self,
         case: CaseId,
-        s: &StepRecord,
-        window: Interval,
-        coverage: &[OfficerCoverage],
-    ) -> Result<Vec<Suggestion>, CasesError> {
-        // Device clocks drift both ways, so the lookup window is widened by the longest recording before
-        // and a margin after; the exact overlap test runs on corrected times in `suggest`.
+        steps: &[StepRecord],
+    ) -> Result<Vec<Candidate>, CasesError> {
+        let mut officers: Vec<BadgeNo> = steps
+            .iter()
+            .flat_map(|s| s.officers.iter().cloned())
+            .collect();
+        officers.sort();
+        officers.dedup();
+        // Device clocks drift both ways, so the lookup is widened by the longest recording before and a
+        // margin after; the exact overlap test runs on corrected times in `suggest`.
         let margin = 3600 * 1_000_000;
+        let first = steps
+            .iter()
+            .map(|s| s.starts_at.unix_micros())
+            .min()
+            .unwrap_or(0);
+        let last = steps
+            .iter()
+            .map(|s| s.ends_at.unix_micros())
+            .max()
+            .unwrap_or(0);
         let from = Timestamp::from_unix_micros(
-            window.start().unix_micros() - micros(self.config.max_recording) - margin,
+            first
+                .saturating_sub(micros(self.config.max_recording))
+                .saturating_sub(margin),
         );
-        let to = Timestamp::from_unix_micros(window.end().unix_micros() + margin);
+        let to = Timestamp::from_unix_micros(last.saturating_add(margin));
         let found = self
             .meta
-            .unlinked_footage(case, &s.officers, from, to)
+            .unlinked_footage(case, &officers, from, to)
             .await?;
-        let candidates: Vec<Candidate> = found
+        Ok(found
             .iter()
             .filter_map(|f| {
                 Some(Candidate {
@@ -680,7 +703,16 @@ impl Cases {
                     location: location_of(f),
                 })
             })
-            .collect();
+            .collect())
+    }
+
+    fn suggestions(
+        &self,
+        s: &StepRecord,
+        window: Interval,
+        coverage: &[OfficerCoverage],
+        candidates: &[Candidate],
+    ) -> Vec<Suggestion> {
         let place = s
             .place
             .point
@@ -689,13 +721,7 @@ impl Cases {
             .iter()
             .flat_map(|o| o.gaps.iter().cloned())
             .collect();
-        Ok(suggest(
-            window,
-            &s.officers,
-            place.as_ref(),
-            &gaps,
-            &candidates,
-        ))
+        suggest(window, &s.officers, place.as_ref(), &gaps, candidates)
     }
 
     /// Audit: `by` was refused `action` on `target`. For transports that refuse before calling in.

@@ -1,6 +1,7 @@
 //! People and cases: user accounts with roles and bearer sessions, the security audit log, the officer
 //! registry and recorder check-outs (领用/归还) that attribute footage to officers, and cases (案件) with
-//! their steps, evidence links, status flow and recording-coverage analysis (执法全过程记录).
+//! their steps, evidence links, status flow and recording-coverage analysis (执法全过程记录), and approval
+//! before copy: requests to download an original or export a case, decided by a second supervisor.
 //!
 //! Every operation takes the [`User`] making it and decides, through `custody_core::access`, whether it
 //! is allowed; a refusal is written to the audit log before it is returned. This crate does its SQL
@@ -9,16 +10,20 @@
 mod accounts;
 mod cases;
 mod error;
+pub mod export;
 mod officers;
+mod requests;
 
 pub use accounts::{Accounts, AccountsConfig, NewUser, Session, User};
 pub use cases::{Cases, CasesConfig, CoverageReport, LinkRequest, NewCase, NewStep, StepReport};
 pub use error::CasesError;
+pub use export::{ExportConfig, ExportSummary, Exporter};
 pub use officers::Officers;
+pub use requests::{RequestQuery, Requests, RequestsConfig};
 // The records this crate's services return, so that transports need not depend on the store.
 pub use custody_store::{
     AuditRecord, CaseCursor, CaseRecord, CheckoutRecord, ExplanationRecord, LinkRecord,
-    OfficerRecord, StatusChange, StepPlace, StepRecord,
+    OfficerRecord, RequestCursor, RequestRecord, StatusChange, StepPlace, StepRecord,
 };
 
 /// Now, as a Timestamp. The one place this crate reads the clock.

@@ -79,7 +79,7 @@ pub enum Role {
     Officer,
     /// 办案人员: builds cases, links footage, sees what is linked to their cases.
     CaseHandler,
-    /// Approves downloads and exports requested by others; reads every case.
+    /// Approves downloads and exports requested by others (never their own); reads every case.
     Supervisor,
     /// 法制审核 / 执法监督: reads everything, changes nothing.
     Auditor,
@@ -177,7 +177,14 @@ impl Roles {
             ReadAllEvidence => any(&[Supervisor, Auditor]),
             ReadAllCases => any(&[Supervisor, Auditor]),
             ManageCases => any(&[CaseHandler, Supervisor]),
+            // Asking for a copy is a read: whoever reads evidence may ask (an officer only for their own
+            // footage, a handler for what their cases hold; the evidence scope or the case decides),
+            // and auditors too, since they change nothing by it. Commanders and admins read no
+            // evidence, so they have nothing to ask for.
+            RequestCopy => any(&[Officer, CaseHandler, Supervisor, Auditor]),
+            // Deciding is for supervisors, and never on one's own request (see `may_decide`).
             ApproveRequests => any(&[Supervisor]),
+            ReadAllRequests => any(&[Supervisor, Auditor]),
             ReadCommandCentre => any(&[Commander, Auditor, Admin]),
             DirectCommandCentre => any(&[Commander]),
             ReadPeople => any(&[Admin, Auditor, Supervisor, CaseHandler, Commander]),
@@ -210,8 +217,13 @@ pub enum Capability {
     ReadAllCases,
     /// Create cases, add steps, link and unlink footage, explain gaps, move a case along.
     ManageCases,
+    /// Ask for a copy of evidence: download an original or export a case (approval before copy). What
+    /// may be asked for is scoped further by what the user may read.
+    RequestCopy,
     /// Approve or refuse another user's download or export request.
     ApproveRequests,
+    /// Every user's copy requests (supervisors, auditors); others read only their own.
+    ReadAllRequests,
     /// Live positions, tracks, alarms, geofences (read).
     ReadCommandCentre,
     /// Acknowledge alarms, draw and remove geofences.
@@ -224,6 +236,43 @@ pub enum Capability {
     ReadStations,
     /// The security audit log.
     ReadAudit,
+}
+
+/// Why a user may not decide a copy request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionRefusal {
+    /// Only supervisors decide ([`Capability::ApproveRequests`]).
+    NotASupervisor,
+    /// Four eyes: nobody decides their own request, whatever their roles.
+    OwnRequest,
+}
+
+impl fmt::Display for DecisionRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotASupervisor => "only a supervisor approves or refuses copy requests",
+            Self::OwnRequest => {
+                "nobody approves or refuses their own request; another supervisor must decide it"
+            }
+        })
+    }
+}
+
+/// Whether `decider`, holding `roles`, may approve or refuse a copy request made by `requester`
+/// (approval before copy, 四眼原则): they must be allowed to approve requests and must not be the
+/// requester. This is the whole rule; a supervisor who asks for a copy needs a second supervisor.
+pub fn may_decide(
+    roles: Roles,
+    decider: &Username,
+    requester: &Username,
+) -> Result<(), DecisionRefusal> {
+    if !roles.can(Capability::ApproveRequests) {
+        return Err(DecisionRefusal::NotASupervisor);
+    }
+    if decider == requester {
+        return Err(DecisionRefusal::OwnRequest);
+    }
+    Ok(())
 }
 
 /// Which evidence a user may see. The store turns it into a query condition; handlers check single items
@@ -321,6 +370,9 @@ mod tests {
             Capability::ReadPeople,
             Capability::ReadStations,
             Capability::ReadAudit,
+            // Asking for a copy is reading; it opens nothing until someone else approves.
+            Capability::RequestCopy,
+            Capability::ReadAllRequests,
         ] {
             assert!(a.can(cap), "{cap:?}");
         }
@@ -341,6 +393,61 @@ mod tests {
             assert_eq!(r.can(Capability::ApproveRequests), role == Role::Supervisor);
             assert_eq!(r.can(Capability::ManagePeople), role == Role::Admin);
         }
+    }
+
+    #[test]
+    fn those_who_read_evidence_may_ask_for_a_copy_and_only_supervisors_and_auditors_read_every_request()
+     {
+        for role in Role::ALL {
+            let r = Roles::of(&[role]).unwrap();
+            assert_eq!(
+                r.can(Capability::RequestCopy),
+                matches!(
+                    role,
+                    Role::Officer | Role::CaseHandler | Role::Supervisor | Role::Auditor
+                ),
+                "{role}"
+            );
+            assert_eq!(
+                r.can(Capability::ReadAllRequests),
+                matches!(role, Role::Supervisor | Role::Auditor),
+                "{role}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_is_decided_by_a_supervisor_who_is_not_its_requester() {
+        let boss = Roles::of(&[Role::Supervisor]).unwrap();
+        let everything_else = Roles::of(&[
+            Role::Officer,
+            Role::CaseHandler,
+            Role::Auditor,
+            Role::Commander,
+            Role::Admin,
+        ])
+        .unwrap();
+        let all = Roles::of(&Role::ALL).unwrap();
+        assert_eq!(may_decide(boss, &user("boss"), &user("li")), Ok(()));
+        // A supervisor never decides their own request, however many roles they hold.
+        assert_eq!(
+            may_decide(boss, &user("boss"), &user("boss")),
+            Err(DecisionRefusal::OwnRequest)
+        );
+        assert_eq!(
+            may_decide(all, &user("chief"), &user("chief")),
+            Err(DecisionRefusal::OwnRequest)
+        );
+        // Every role but supervisor together still cannot decide.
+        assert_eq!(
+            may_decide(everything_else, &user("aud"), &user("li")),
+            Err(DecisionRefusal::NotASupervisor)
+        );
+        assert!(
+            DecisionRefusal::OwnRequest
+                .to_string()
+                .contains("another supervisor")
+        );
     }
 
     #[test]

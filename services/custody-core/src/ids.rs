@@ -174,6 +174,12 @@ uuid_id!(
     "step_id"
 );
 uuid_id!(
+    /// A request for a copy of evidence (download of an original, export of a case) awaiting or
+    /// holding a supervisor's decision.
+    RequestId,
+    "request_id"
+);
+uuid_id!(
     /// One resumable upload session.
     UploadId,
     "upload_id"

@@ -19,6 +19,8 @@ pub mod live;
 pub mod media;
 pub mod position;
 pub mod recorder;
+pub mod request;
+pub mod retention;
 pub mod sm2note;
 pub mod station;
 pub mod time;
@@ -34,7 +36,8 @@ pub use evidence::{
 };
 pub use hash::{ContentHasher, Digests, HashAlgorithm, ParseDigestError, Sha256, Sm3};
 pub use ids::{
-    AlarmId, BadgeNo, CaseId, DeviceId, EvidenceId, FenceId, IdError, StationId, StepId, UploadId,
+    AlarmId, BadgeNo, CaseId, DeviceId, EvidenceId, FenceId, IdError, RequestId, StationId, StepId,
+    UploadId,
 };
 pub use position::Position;
 pub use time::Timestamp;

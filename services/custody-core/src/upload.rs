@@ -3,7 +3,7 @@
 
 use crate::evidence::{FileName, Importance, MediaType};
 use crate::hash::{Sha256, Sm3};
-use crate::ids::{DeviceId, EvidenceId, StationId, UploadId};
+use crate::ids::{BadgeNo, DeviceId, EvidenceId, StationId, UploadId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -22,6 +22,10 @@ pub struct UploadDeclaration {
     pub captured_at: Timestamp,
     pub importance: Importance,
     pub media_type: MediaType,
+    /// The officer the recorder was bound to when docked (ZFY_INFO), as the station read it.
+    pub officer: Option<BadgeNo>,
+    /// Recorder clock minus station clock at docking, in milliseconds, when measured.
+    pub clock_offset_ms: Option<i64>,
 }
 
 impl UploadDeclaration {

@@ -1,7 +1,7 @@
 use crate::status::{invalid, to_status};
 use custody_core::station::StationCredential;
 use custody_core::{
-    DeviceId, FileName, Importance, MediaType, Sha256, Sm3, StationId, Timestamp,
+    BadgeNo, DeviceId, FileName, Importance, MediaType, Sha256, Sm3, StationId, Timestamp,
     UploadDeclaration, UploadId, UploadState,
 };
 use custody_ingest::{BeginOutcome, Ingest, IngestError, Receipt, Stations};
@@ -108,6 +108,15 @@ pub(crate) fn declaration(
         captured_at,
         importance,
         media_type,
+        officer: if req.officer_badge.is_empty() {
+            None
+        } else {
+            Some(
+                BadgeNo::parse(req.officer_badge)
+                    .map_err(|e| invalid(format!("officer_badge: {e}")))?,
+            )
+        },
+        clock_offset_ms: req.clock_offset_ms,
     })
 }
 

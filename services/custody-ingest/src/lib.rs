@@ -23,8 +23,8 @@ pub use stations::{StationView, Stations};
 
 use bytes::Bytes;
 use custody_core::{
-    Digests, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, StationId, Timestamp, Upload,
-    UploadDeclaration, UploadId, UploadState, check_write, content_path,
+    Digests, ErrorCode, Evidence, EvidenceFilter, EvidenceId, HasErrorCode, StationId, Timestamp,
+    Upload, UploadDeclaration, UploadId, UploadState, check_write, content_path,
 };
 use custody_store::{Blobs, Checkpoint, Metadata, StagedWriter, StoreError};
 use futures::stream::BoxStream;
@@ -373,17 +373,36 @@ impl Ingest {
             return Box::pin(self.commit_inner(id, by)).await;
         }
         let with_sm3 = decl.sm3.is_some() || self.inner.config.always_sm3;
-        let digests = match blobs.stage_seal(id, &upload.staging, decl.size).await {
+        let staged = match blobs.stage_seal(id, &upload.staging, decl.size).await {
             Ok(sealed) => {
                 meta.begin_commit(id, &sealed, now()).await?;
-                blobs.stage_hash(id, with_sm3).await?
+                blobs.stage_hash(id, with_sm3).await
             }
-            // A previous attempt already moved the verified bytes to their content address.
-            Err(StoreError::NotFound(_))
-                if blobs.size_of(&content_path(&decl.sha256)).await?.is_some() =>
-            {
-                tracing::info!(upload = %id, "resuming a commit whose bytes were already moved");
-                blobs.hash(&content_path(&decl.sha256), with_sm3).await?
+            Err(e) => Err(e),
+        };
+        let digests = match staged {
+            Ok(d) => d,
+            // The staged object is gone: either a previous attempt already moved the verified bytes to
+            // their content address (it stopped between the move and the database commit), or the
+            // object store lost them.
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                if blobs.size_of(&content_path(&decl.sha256)).await?.is_some() {
+                    tracing::info!(upload = %id, "resuming a commit whose bytes were already moved");
+                    blobs.hash(&content_path(&decl.sha256), with_sm3).await?
+                } else {
+                    // Nothing can become evidence: fail the upload with the reason, so that the
+                    // station (which still holds the file) uploads it again instead of retrying a
+                    // commit that can never succeed.
+                    let why = "the staged bytes were lost before they became evidence (the object store \
+                               dropped them while the server stopped mid-commit); upload the file again";
+                    tracing::error!(upload = %id, device = %decl.device_id, file = decl.file_name.as_str(), "{why}");
+                    meta.fail_upload(id, why, now()).await?;
+                    return Err(IngestError::NotOpen {
+                        id,
+                        state: UploadState::Failed,
+                        failure: Some(why.into()),
+                    });
+                }
             }
             Err(e) => return Err(e.into()),
         };
@@ -407,8 +426,13 @@ impl Ingest {
             importance: decl.importance,
             captured_at: decl.captured_at,
             ingested_at: t,
-            // Who held the recorder is worked out by the store from the check-out register.
-            attribution: Default::default(),
+            // Who held the recorder is worked out by the store from the check-out register; the
+            // station's report is kept beside it as the cross-check.
+            attribution: custody_core::Attribution {
+                reported: decl.officer.clone(),
+                clock_offset_ms: decl.clock_offset_ms,
+                ..Default::default()
+            },
         };
         let outcome = meta.commit_upload(id, &candidate, t).await?;
         self.inner

@@ -110,6 +110,8 @@ struct UploadRow {
     created_at: i64,
     updated_at: i64,
     expires_at: i64,
+    reported_badge: Option<String>,
+    clock_offset_ms: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -158,6 +160,12 @@ impl UploadRow {
                 captured_at: Timestamp::from_unix_micros(self.captured_at),
                 importance: Importance::from_mark(self.importance.into()).map_err(|x| e(&x))?,
                 media_type: MediaType::parse(&self.media_type).map_err(|x| e(&x))?,
+                officer: self
+                    .reported_badge
+                    .map(BadgeNo::parse)
+                    .transpose()
+                    .map_err(|x| e(&x))?,
+                clock_offset_ms: self.clock_offset_ms,
             },
             state: UploadState::parse(&self.state).map_err(|x| e(&x))?,
             committed_size: u64::try_from(self.committed_size).map_err(|x| e(&x))?,
@@ -225,7 +233,8 @@ pub(crate) fn sql_size(n: u64) -> i64 {
 macro_rules! upload_columns {
     () => {
         "id, device_id, station_id, file_name, size, sha256, sm3, captured_at, importance, media_type, state, \
-         committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at"
+         committed_size, staging, failure, evidence_id, created_at, updated_at, expires_at, reported_badge, \
+         clock_offset_ms"
     };
 }
 
@@ -360,7 +369,7 @@ impl Metadata {
         let sql = concat!(
             "INSERT INTO uploads (",
             upload_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
         on_pool!(self, p => sqlx::query(sql)
             .bind(u.id.to_string())
@@ -381,6 +390,8 @@ impl Metadata {
             .bind(u.created_at.unix_micros())
             .bind(u.updated_at.unix_micros())
             .bind(u.expires_at.unix_micros())
+            .bind(d.officer.as_ref().map(BadgeNo::as_str))
+            .bind(d.clock_offset_ms)
             .execute(p)
             .await
             .map(|_| ()))

@@ -35,6 +35,8 @@ async fn commit(m: &Metadata, seed: u8, at: i64) -> EvidenceId {
         captured_at: t(1_700_000_000_000_000),
         importance: Importance::Normal,
         media_type: MediaType::Video,
+        officer: None,
+        clock_offset_ms: None,
     };
     let u = Upload {
         id: UploadId::new(),

@@ -32,6 +32,8 @@ fn declaration(device: &str, seed: u8, size: u64) -> UploadDeclaration {
         captured_at: t(1_700_000_000_000_000 + i64::from(seed)),
         importance: Importance::Important,
         media_type: MediaType::Video,
+        officer: None,
+        clock_offset_ms: None,
     }
 }
 

@@ -66,6 +66,8 @@ async fn evidence(m: &Metadata, device: &str, at: i64, reported: Option<&str>) -
         captured_at: t(at),
         importance: Importance::Normal,
         media_type: MediaType::Video,
+        officer: None,
+        clock_offset_ms: None,
     };
     let u = Upload {
         id: UploadId::new(),

@@ -32,6 +32,10 @@ pub struct App {
     accounts: custody_cases::Accounts,
     officers: custody_cases::Officers,
     cases: custody_cases::Cases,
+    /// Download and export requests (approval before copy).
+    requests: custody_cases::Requests,
+    /// Export packages of cases.
+    exporter: custody_cases::Exporter,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
@@ -137,6 +141,17 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     );
     let officers = custody_cases::Officers::new(meta.clone());
     let cases = custody_cases::Cases::new(meta.clone(), ingest.ledger().clone(), config.cases());
+    let requests = custody_cases::Requests::new(meta.clone(), cases.clone(), config.requests());
+    let exporter = custody_cases::Exporter::new(
+        meta.clone(),
+        blobs.clone(),
+        ingest.ledger().clone(),
+        cases.clone(),
+        requests.clone(),
+        custody_cases::ExportConfig {
+            checkpoint_timeout: config.ledger_receipt_timeout,
+        },
+    );
     let tracking_metrics = TrackingMetrics::default();
     tracking_metrics.register(&mut registry);
     let tracking = Tracking::open(meta.clone(), config.tracking(), tracking_metrics)
@@ -192,6 +207,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         accounts,
         officers,
         cases,
+        requests,
+        exporter,
         meta,
         registry: Arc::new(registry),
         config,
@@ -220,6 +237,10 @@ impl App {
 
     pub fn cases(&self) -> &custody_cases::Cases {
         &self.cases
+    }
+
+    pub fn requests(&self) -> &custody_cases::Requests {
+        &self.requests
     }
 
     pub fn ingest(&self) -> &Ingest {
@@ -269,6 +290,8 @@ impl App {
             accounts: self.accounts.clone(),
             officers: self.officers.clone(),
             cases: self.cases.clone(),
+            requests: self.requests.clone(),
+            exporter: self.exporter.clone(),
         });
         let http = tokio::spawn(custody_api::serve(
             self.http,

@@ -171,6 +171,8 @@ pub async fn upload(args: UploadBenchArgs) -> anyhow::Result<()> {
                 }),
                 importance: pb::Importance::Normal.into(),
                 media_type: pb::MediaType::Video.into(),
+                officer_badge: String::new(),
+                clock_offset_ms: None,
             };
             let receipt = up
                 .upload(req, &Source::Generated(g))

@@ -416,6 +416,8 @@ async fn upload(ingest: &Ingest, i: usize, size: u64) -> anyhow::Result<(Duratio
         captured_at: Timestamp::from_unix_micros(1_700_000_000_000_000 + i as i64 * 1_000_000),
         importance: Importance::Normal,
         media_type: MediaType::Video,
+        officer: None,
+        clock_offset_ms: None,
     };
     let station = decl.station_id.clone();
     let upload_id = match ingest.begin(decl).await? {

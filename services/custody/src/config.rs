@@ -100,6 +100,11 @@ pub struct Config {
     /// The longest single recording expected; coverage suggestions look this far back before a step.
     #[serde(with = "humantime_serde")]
     pub coverage_max_recording: Duration,
+    /// How long an approved download or export request (approval before copy) lets its requester take
+    /// copies after a second supervisor approved it; any number of downloads fit in that time, each a
+    /// `download` ledger event.
+    #[serde(with = "humantime_serde")]
+    pub approval_ttl: Duration,
     /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     /// Connections in the database pool.
@@ -234,6 +239,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             coverage_min_gap: Duration::from_secs(10),
             coverage_max_recording: Duration::from_secs(4 * 3600),
+            approval_ttl: Duration::from_secs(24 * 3600),
             database_url: None,
             database_max_connections: 16,
             object_store: None,
@@ -375,6 +381,9 @@ impl Config {
         if self.media_max_pixels == 0 {
             anyhow::bail!("media_max_pixels must be greater than zero");
         }
+        if self.approval_ttl.is_zero() {
+            anyhow::bail!("approval_ttl must be greater than zero");
+        }
         if self.position_batch_max == 0 || self.live_queue == 0 {
             anyhow::bail!("position_batch_max and live_queue must be greater than zero");
         }
@@ -444,6 +453,13 @@ impl Config {
         custody_cases::CasesConfig {
             min_gap: self.coverage_min_gap,
             max_recording: self.coverage_max_recording,
+        }
+    }
+
+    /// Approval before copy.
+    pub fn requests(&self) -> custody_cases::RequestsConfig {
+        custody_cases::RequestsConfig {
+            approval_ttl: self.approval_ttl,
         }
     }
 
@@ -570,6 +586,7 @@ mod tests {
         let c = Config::load(Path::new(example), true, Flags { http_listen: None }).unwrap();
         assert_eq!(c.position_retention, Duration::from_secs(180 * 86_400));
         assert_eq!(c.mqtt_superusers, ["custody"]);
+        assert_eq!(c.approval_ttl, Duration::from_secs(24 * 3600));
         let t = c.tracking();
         assert_eq!(t.limits.max_speed_mps, 70.0);
         assert_eq!(t.limits.max_age_micros, Some(180 * 86_400 * 1_000_000));

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod admin_users;
 pub mod app;
 pub mod bench;
+pub mod bench_cases;
+pub mod bench_export;
 pub mod bench_ledger;
 pub mod bench_telemetry;
 /// The upload client, re-exported for the benchmarks and tests that drive a server.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod mqtt;
 pub mod process;
 pub mod verify;
+pub mod verify_package;
 
 pub use app::{App, BoundAddrs, build, shutdown_signal};
 pub use config::Config;

@@ -60,6 +60,18 @@ enum VerifyCommand {
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
     },
+    /// Check an export package (POST /api/v1/cases/{id}/export) offline: every file's SHA-256/SM3
+    /// against the manifest, its ingest receipt and export event against the key(s), the consistency
+    /// proofs up to the package's checkpoint and that checkpoint's signature. One PASS/FAIL line per
+    /// file; exits non-zero on any failure.
+    Package {
+        /// The package (.zip)
+        file: PathBuf,
+        /// Verifier key file(s) of the log (ledger.pub, and ledger-sm2.pub where SM2 is used) [default:
+        /// the keys inside the package, with a warning and their fingerprints]
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +121,12 @@ enum BenchCommand {
     /// with thousands of recorders on the embedded endpoint. Runs custody-sim fleet and custody serve
     /// as child processes; scripts/bench-telemetry.sh sets up the servers and builds release binaries.
     Telemetry(Box<custody::bench_telemetry::TelemetryBenchArgs>),
+    /// Recording-coverage analysis of one case (default 50 steps, 500 linked files): time to compute
+    /// the coverage report with suggestions and the review gate without them.
+    Coverage(custody::bench_cases::CoverageBenchArgs),
+    /// Export package throughput (MiB/s of evidence bytes into the ZIP, hashed as copied) next to this
+    /// machine's plain copy + hash of the same files.
+    Export(custody::bench_export::ExportBenchArgs),
 }
 
 /// Flags of `serve`; each overrides the same key of the file and environment.
@@ -284,6 +302,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Verify(VerifyCommand::Package { file, keys }) => {
+            let report = custody::verify_package::package(&file, &keys)?;
+            if report.ok() {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Bench(BenchCommand::Export(args)) => custody::bench_export::run(args),
         Command::Verify(VerifyCommand::Ledger(args)) => {
             custody::init_logging("warn", false);
             let ok = runtime.block_on(custody::verify::ledger(&cli.config, explicit, *args))?;
@@ -300,6 +327,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Telemetry(args)) => {
             custody::init_logging("warn", false);
             runtime.block_on(custody::bench_telemetry::run(*args))
+        }
+        Command::Bench(BenchCommand::Coverage(args)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::bench_cases::run(args))
         }
         Command::Bench(BenchCommand::Upload(args)) => {
             custody::init_logging("warn", false);

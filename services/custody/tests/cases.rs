@@ -231,6 +231,27 @@ async fn people_cases_and_coverage(backends: Backends) {
     let (_, e) = call(&admin, "GET", api(&format!("/evidence/{early}")), None).await;
     assert_eq!(e["attribution"]["source"], "none", "{e}");
     assert!(e["attribution"]["officer"].is_null(), "{e}");
+    // Without a check-out, the officer the station read from the recorder is used, with the clock
+    // offset it measured.
+    let data = wav(dir.path(), 2, 800);
+    let mut req = begin_request(&data, "REC-C");
+    req.file_name = "REC-C_1.WAV".into();
+    req.media_type = pb::MediaType::Audio.into();
+    req.officer_badge = "0002".into();
+    req.clock_offset_ms = Some(5_000);
+    let c1 = app
+        .uploader()
+        .await
+        .upload(req, &source(&data))
+        .await
+        .unwrap()
+        .evidence_id;
+    let (_, e) = call(&admin, "GET", api(&format!("/evidence/{c1}")), None).await;
+    assert_eq!(e["attribution"]["source"], "recorder", "{e}");
+    assert_eq!(e["attribution"]["officer"], "0002", "{e}");
+    assert_eq!(e["attribution"]["reported"], "0002", "{e}");
+    assert_eq!(e["attribution"]["clock_offset_ms"], 5_000, "{e}");
+    assert_eq!(e["attribution"]["conflict"], false, "{e}");
 
     // An officer sees their own footage only; reading another officer's is refused and audited.
     let (s, mine) = call(&zhang, "GET", api("/evidence?limit=100"), None).await;
@@ -247,6 +268,10 @@ async fn people_cases_and_coverage(backends: Backends) {
         let (s, b) = call(&zhang, "GET", api(&path), None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {b}");
     }
+    // Their own footage still needs a second supervisor's approval before the original leaves.
+    let (s, _) = call(&zhang, "GET", api(&format!("/evidence/{a1}/content")), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    app.approve_download_for(&zhang, &a1).await;
     let bytes = zhang
         .get(api(&format!("/evidence/{a1}/content")))
         .send()

@@ -130,6 +130,7 @@ async fn a_range_past_the_end_is_answered_416_with_the_size() {
         .upload(begin_request(&data, "ZFY001"), &source(&data))
         .await
         .unwrap();
+    app.approve_download(&r.evidence_id).await;
     let resp = app
         .http_client
         .get(format!(

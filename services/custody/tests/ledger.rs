@@ -95,6 +95,7 @@ async fn reads_and_downloads_are_events_in_the_items_history(b: Backends) {
         .unwrap();
     let id = &r.evidence_id;
     json(&app, &format!("/api/v1/evidence/{id}")).await;
+    app.approve_download(id).await;
     let content = app.get(&format!("/api/v1/evidence/{id}/content")).await;
     assert_eq!(content.bytes().await.unwrap().as_ref(), data.as_slice());
     app.settle_ledger().await;

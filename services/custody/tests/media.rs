@@ -376,6 +376,7 @@ async fn every_kind_of_recording_is_probed_and_shown(backends: Backends) {
             .any(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac")
     );
     // The original is untouched by all of this.
+    app.approve_download(&h265_id).await;
     let original = fetch(&app, &format!("/api/v1/evidence/{h265_id}/content"), None).await;
     assert_eq!(
         sha256_hex(&original.bytes().await.unwrap()),
@@ -486,6 +487,7 @@ async fn broken_files_are_stored_untouched_and_shown_as_not_playable_with_the_re
             );
         }
         // The evidence bytes are kept exactly as uploaded.
+        app.approve_download(&id).await;
         let stored = fetch(&app, &format!("/api/v1/evidence/{id}/content"), None).await;
         assert_eq!(stored.status(), 200);
         assert_eq!(

@@ -23,6 +23,7 @@ async fn uploads_a_file_in_chunks_and_serves_it_back_byte_for_byte(backends: Bac
     assert_eq!(receipt.size, data.len() as i64);
     assert!(!receipt.duplicate);
 
+    app.approve_download(&receipt.evidence_id).await;
     let got = app
         .get(&format!("/api/v1/evidence/{}/content", receipt.evidence_id))
         .await;
@@ -354,6 +355,7 @@ async fn writes_at_wrong_offsets_or_past_the_end_are_refused_and_keep_what_was_c
         .await
         .unwrap();
     let r = up.commit(&s.upload_id).await.unwrap();
+    app.approve_download(&r.evidence_id).await;
     let got = app
         .get(&format!("/api/v1/evidence/{}/content", r.evidence_id))
         .await
@@ -412,6 +414,8 @@ async fn a_full_disk_refuses_the_upload_with_resource_exhausted_and_keeps_stored
         .upload(begin_request(&small, "ZFY001"), &source(&small))
         .await
         .unwrap();
+    // Approved while there is room: the request itself is a database row.
+    app.approve_download(&kept.evidence_id).await;
 
     let big = bytes(40 << 20, 10);
     let s = session(up.begin(begin_request(&big, "ZFY002")).await.unwrap());

@@ -22,6 +22,39 @@ pub fn authed(token: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Roles of the user who approves the readers' download requests: a supervisor, never the requester.
+pub const APPROVER_ROLES: &str = "supervisor";
+
+/// Approval before copy: `requester_token`'s user asks to download the original of `evidence_id` and
+/// `approver_token`'s user (another supervisor) approves it, so the original can be fetched.
+pub async fn approve_download(
+    http: &str,
+    requester_token: &str,
+    approver_token: &str,
+    evidence_id: &str,
+) {
+    let r = authed(requester_token)
+        .post(format!("{http}/api/v1/requests"))
+        .json(&serde_json::json!({
+            "kind": "download",
+            "evidence_id": evidence_id,
+            "reason": "end-to-end test compares the bytes",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "asking to download {evidence_id}");
+    let r: serde_json::Value = r.json().await.unwrap();
+    let id = r["id"].as_str().unwrap();
+    let a = authed(approver_token)
+        .post(format!("{http}/api/v1/requests/{id}/approve"))
+        .json(&serde_json::json!({"note": "approved for the test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 200, "approving the download of {evidence_id}");
+}
+
 /// Flags for PostgreSQL (a fresh database) and the S3 test server (a fresh prefix named
 /// `prefix-<pid>-<random>`: tests of one process must not share a ledger's tiles), with the S3 secret
 /// written to a file in `dir`.

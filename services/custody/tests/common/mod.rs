@@ -40,6 +40,8 @@ pub struct TestApp {
     /// Accounts, officers and cases, for tests that set up people directly.
     pub accounts: custody_cases::Accounts,
     pub officers: custody_cases::Officers,
+    /// Download and export requests (approval before copy).
+    pub requests: custody_cases::Requests,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -95,6 +97,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let tracking = app.tracking().clone();
     let accounts = app.accounts().clone();
     let officers = app.officers().clone();
+    let requests = app.requests().clone();
     let token = user_token(
         &accounts,
         "tester",
@@ -127,6 +130,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         token,
         accounts,
         officers,
+        requests,
         stop: Some(tx),
         task: Some(task),
         _dir: dir,
@@ -165,6 +169,55 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The URL of an `/api/v1` route.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.http)
+    }
+
+    /// A user account as the services see it.
+    pub async fn user(&self, name: &str) -> custody_cases::User {
+        let name = custody_core::access::Username::parse(name).unwrap();
+        self.accounts.user(&name).await.unwrap().0
+    }
+
+    /// Approval before copy: has `tester` ask to download the original of `evidence_id` and a second
+    /// supervisor approve it, so that `GET …/content` answers for `tester` (for `approval_ttl`).
+    pub async fn approve_download(&self, evidence_id: &str) -> String {
+        self.approve_download_for(&self.http_client, evidence_id)
+            .await
+    }
+
+    /// Like [`TestApp::approve_download`], for the user behind `requester`. The approver is `approver`,
+    /// a supervisor who is nobody's requester (a supervisor may not approve their own request).
+    pub async fn approve_download_for(
+        &self,
+        requester: &reqwest::Client,
+        evidence_id: &str,
+    ) -> String {
+        let r = requester
+            .post(self.api("/requests"))
+            .json(&serde_json::json!({
+                "kind": "download",
+                "evidence_id": evidence_id,
+                "reason": "test needs the original",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "asking for a download");
+        let r: serde_json::Value = r.json().await.unwrap();
+        let id = r["id"].as_str().unwrap().to_string();
+        let approver = authed(&user_token(&self.accounts, "approver", "supervisor").await);
+        let a = approver
+            .post(self.api(&format!("/requests/{id}/approve")))
+            .json(&serde_json::json!({"note": "approved for the test"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status(), 200, "approving a download");
+        id
     }
 
     /// Waits until every queued ledger event is in the log under a signed checkpoint.
@@ -261,6 +314,8 @@ pub fn begin_request(data: &[u8], device: &str) -> pb::BeginRequest {
         }),
         importance: pb::Importance::Important.into(),
         media_type: pb::MediaType::Video.into(),
+        officer_badge: String::new(),
+        clock_offset_ms: None,
     }
 }
 
