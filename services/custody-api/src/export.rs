@@ -100,7 +100,8 @@ mod tests {
     fn case_numbers_become_safe_ascii_file_name_parts() {
         assert_eq!(
             sanitize("深公(福)行罚决字[2026]1号"),
-            "______________2026_1_"
+            // Ten characters before the year (深公(福)行罚决字[), then "]", then 号.
+            "__________2026_1_"
         );
         assert_eq!(sanitize("A-2026_7"), "A-2026_7");
     }
