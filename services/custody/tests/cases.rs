@@ -13,18 +13,10 @@ use custody_proto::v1 as pb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Capture times are around this instant (2026-11-18T05:46:40Z).
 const T0: i64 = 1_795_000_000;
-
-fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap()
-        .to_rfc3339()
-}
 
 /// How the API writes an instant.
 fn ts(secs: i64) -> String {
@@ -35,31 +27,6 @@ fn ts(secs: i64) -> String {
 
 fn micros(secs: i64) -> i64 {
     secs * 1_000_000
-}
-
-/// A mono WAV of `seconds` made by the ffmpeg command-line tool; `freq` makes each file's bytes differ.
-fn wav(dir: &Path, seconds: u32, freq: u32) -> Vec<u8> {
-    let out = dir.join(format!("tone-{freq}.wav"));
-    let o = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!(
-            "sine=frequency={freq}:sample_rate=8000:duration={seconds}"
-        ))
-        .args(["-ac", "1", "-c:a", "pcm_s16le"])
-        .arg(&out)
-        .output()
-        .expect("ffmpeg runs (Debian package ffmpeg)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read(out).unwrap()
 }
 
 /// Uploads a recording as a station does: `device`'s file captured at `at` (by its clock).
@@ -75,41 +42,9 @@ async fn upload(app: &TestApp, data: &[u8], device: &str, at: i64) -> String {
     up.upload(req, &source(data)).await.unwrap().evidence_id
 }
 
-async fn call(
-    c: &reqwest::Client,
-    method: &str,
-    url: String,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = match method {
-        "GET" => c.get(url),
-        "POST" => c.post(url),
-        "PUT" => c.put(url),
-        "PATCH" => c.patch(url),
-        "DELETE" => c.delete(url),
-        m => panic!("method {m}"),
-    };
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// A server whose coverage reports gaps longer than 2 s.
 async fn spawn(backends: Backends) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(backends, dir.path().join("data"));
-    config.coverage_min_gap = Duration::from_secs(2);
-    if backends == Backends::Real {
-        config.database_url = Some(custody_store::testing::fresh_postgres_url().await);
-    }
-    spawn_with(config, Some(dir)).await
+    spawn_configured(backends, |c| c.coverage_min_gap = Duration::from_secs(2)).await
 }
 
 /// Waits until the media jobs have probed every listed item (durations are known).

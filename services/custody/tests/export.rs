@@ -19,37 +19,6 @@ use std::process::Command;
 /// Capture times are around this instant (2026-11-18T05:46:40Z).
 const T0: i64 = 1_795_000_000;
 
-fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap()
-        .to_rfc3339()
-}
-
-/// A mono WAV of `seconds` made by the ffmpeg command-line tool; `freq` makes each file's bytes differ.
-fn wav(dir: &Path, seconds: u32, freq: u32) -> Vec<u8> {
-    let out = dir.join(format!("tone-{freq}.wav"));
-    let o = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!(
-            "sine=frequency={freq}:sample_rate=8000:duration={seconds}"
-        ))
-        .args(["-ac", "1", "-c:a", "pcm_s16le"])
-        .arg(&out)
-        .output()
-        .expect("ffmpeg runs (Debian package ffmpeg)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read(out).unwrap()
-}
-
 /// Uploads a recording as a station does; returns (evidence id, file name).
 async fn upload(app: &TestApp, data: &[u8], device: &str, at: i64) -> (String, String) {
     let mut up = app.uploader().await;
@@ -64,30 +33,6 @@ async fn upload(app: &TestApp, data: &[u8], device: &str, at: i64) -> (String, S
     (
         up.upload(req, &source(data)).await.unwrap().evidence_id,
         name,
-    )
-}
-
-async fn call(
-    c: &reqwest::Client,
-    method: &str,
-    url: String,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = match method {
-        "GET" => c.get(url),
-        "POST" => c.post(url),
-        "PUT" => c.put(url),
-        m => panic!("method {m}"),
-    };
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
 

@@ -9,31 +9,8 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
-
-async fn call(
-    c: &reqwest::Client,
-    method: &str,
-    url: String,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = match method {
-        "GET" => c.get(url),
-        "POST" => c.post(url),
-        m => panic!("method {m}"),
-    };
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn upload(app: &TestApp, data: &[u8], device: &str) -> String {
     app.uploader()
@@ -45,13 +22,7 @@ async fn upload(app: &TestApp, data: &[u8], device: &str) -> String {
 }
 
 async fn spawn_with_ttl(backends: Backends, ttl: Duration) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config_for(backends, dir.path().join("data"));
-    config.approval_ttl = ttl;
-    if backends == Backends::Real {
-        config.database_url = Some(custody_store::testing::fresh_postgres_url().await);
-    }
-    spawn_with(config, Some(dir)).await
+    spawn_configured(backends, |c| c.approval_ttl = ttl).await
 }
 
 /// The denied audit records of `actor` on `target`, as (action, detail).

@@ -6,7 +6,8 @@ use custody::config::Config;
 use custody_ingest::Ingest;
 use custody_proto::v1 as pb;
 use custody_store::testing;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +78,14 @@ pub fn config_for(backends: Backends, data_dir: PathBuf) -> Config {
 }
 
 pub async fn spawn_app(backends: Backends) -> TestApp {
+    spawn_configured(backends, |_| {}).await
+}
+
+/// Like [`spawn_app`], with the configuration changed by `adjust` first.
+pub async fn spawn_configured(backends: Backends, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(backends, dir.path().join("data"));
+    adjust(&mut config);
     if backends == Backends::Real {
         config.database_url = Some(testing::fresh_postgres_url().await);
     }
@@ -324,4 +331,63 @@ pub fn session(r: pb::begin_response::Result) -> pb::UploadSession {
         pb::begin_response::Result::Session(s) => s,
         other => panic!("expected an upload session, got {other:?}"),
     }
+}
+
+/// An instant as RFC 3339, from Unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap()
+        .to_rfc3339()
+}
+
+/// A mono WAV of `seconds` made by the ffmpeg command-line tool; `freq` makes each file's bytes differ.
+pub fn wav(dir: &Path, seconds: u32, freq: u32) -> Vec<u8> {
+    let out = dir.join(format!("tone-{freq}.wav"));
+    let o = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "sine=frequency={freq}:sample_rate=8000:duration={seconds}"
+        ))
+        .args(["-ac", "1", "-c:a", "pcm_s16le"])
+        .arg(&out)
+        .output()
+        .expect("ffmpeg runs (Debian package ffmpeg)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(out).unwrap()
+}
+
+/// One JSON API call: the status and the body (JSON, or the text as a JSON string).
+pub async fn call(
+    c: &reqwest::Client,
+    method: &str,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut req = match method {
+        "GET" => c.get(url),
+        "POST" => c.post(url),
+        "PUT" => c.put(url),
+        "PATCH" => c.patch(url),
+        "DELETE" => c.delete(url),
+        m => panic!("method {m}"),
+    };
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
