@@ -54,6 +54,9 @@ pub(crate) struct EvidenceJson {
     /// The officer who held the recorder at capture time (check-out register, else the recorder's own
     /// binding), and whether the two disagree.
     attribution: custody_core::Attribution,
+    /// Legal hold, obstruction mark, retention class and, once its retention ended, the deletion (the
+    /// bytes are then gone and `content_url` answers 410).
+    retention: custody_core::RetentionMarks,
     content_url: String,
     /// What the media pipeline found and made: probe result, how a browser shows it, derived files.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,7 @@ impl From<Evidence> for EvidenceJson {
             captured_at: e.captured_at,
             ingested_at: e.ingested_at,
             attribution: e.attribution,
+            retention: e.retention,
             media: None,
         }
     }
@@ -310,6 +314,9 @@ pub(crate) async fn content(
     s.cases
         .check_evidence_access(actor.user(), id, "evidence.download")
         .await?;
+    // 410, saying when and why, once retention deleted the bytes (before asking for an approval that
+    // could not help).
+    custody_ingest::require_bytes(&s.ingest.evidence(id).await?)?;
     // Approval before copy: an original leaves only on a live request approved by another
     // supervisor; without one the refusal is audited and says how to ask.
     s.requests.require_download(actor.user(), id).await?;

@@ -15,6 +15,7 @@ mod ledger;
 mod media;
 mod people;
 mod requests;
+mod retention;
 mod stations;
 mod telemetry;
 
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub requests: custody_cases::Requests,
     /// Export packages of cases.
     pub exporter: custody_cases::Exporter,
+    /// Retention: legal holds and marks, and what is kept how long.
+    pub retention: custody_cases::Retention,
 }
 
 /// The whole HTTP API.
@@ -70,6 +73,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/evidence/{id}/thumbs", get(media::thumbs))
         .route("/evidence/{id}/proxy", get(media::proxy))
         .route("/evidence/{id}/history", get(ledger::history))
+        .route(
+            "/evidence/{id}/retention",
+            get(retention::get_one).patch(retention::set_marks),
+        )
+        .route("/evidence/{id}/hold", post(retention::hold))
+        .route("/evidence/{id}/release", post(retention::release))
         .route("/evidence/{id}/receipt", get(ledger::receipt))
         .route("/stations", get(stations::list))
         .route("/stations/{id}", get(stations::get_one))

@@ -216,6 +216,8 @@ async fn serve(
     s.cases
         .check_evidence_access(actor.user(), id, "evidence.view")
         .await?;
+    // 410 once retention deleted the original: the files made from it went with it.
+    custody_ingest::require_bytes(&s.ingest.evidence(id).await?)?;
     let Some(d) = s.media.derived(id, kind).await? else {
         let why = match s.media.of(&[id]).await?.pop() {
             Some(m) if m.state == MediaState::Pending => "it has not been probed yet".to_string(),

@@ -358,6 +358,12 @@ impl Cases {
             .get_evidence(req.evidence_id)
             .await?
             .ok_or_else(|| CasesError::NotFound(format!("evidence {}", req.evidence_id)))?;
+        if let Some(d) = evidence.deleted() {
+            return Err(CasesError::Gone(format!(
+                "evidence {} cannot be linked: its bytes were deleted at {} when its retention ended ({})",
+                evidence.id, d.at, d.reason
+            )));
+        }
         let steps = self.meta.steps_of(case_id).await?;
         if let Some(s) = req.step_id
             && !steps.iter().any(|x| x.id == s)

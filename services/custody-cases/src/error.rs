@@ -18,6 +18,9 @@ pub enum CasesError {
     /// The request is well formed but the case's state forbids it (a skipped status, unexplained gaps).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The evidence's bytes were deleted when its retention ended; the message says when and why.
+    #[error("{0}")]
+    Gone(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -32,6 +35,7 @@ impl HasErrorCode for CasesError {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Self::Gone(_) => ErrorCode::Gone,
             Self::Store(e) => e.code(),
             Self::Internal(_) => ErrorCode::Internal,
         }

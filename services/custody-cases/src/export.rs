@@ -578,6 +578,17 @@ impl Exporter {
                 .get_evidence(link.evidence_id)
                 .await?
                 .ok_or_else(|| CasesError::NotFound(format!("evidence {}", link.evidence_id)))?;
+            // Only a closed case's evidence can be deleted, and only with retention_case_evidence
+            // configured shorter than for ever; a package cannot hold bytes that are gone.
+            if let Some(d) = ev.deleted() {
+                return Err(CasesError::Gone(format!(
+                    "evidence {} ({}) linked to this case was deleted at {} when its retention ended ({});                      the package would be incomplete",
+                    ev.id,
+                    ev.file_name.as_str(),
+                    d.at,
+                    d.reason
+                )));
+            }
             let receipt = self
                 .ledger
                 .ingest_receipt(ev.id)

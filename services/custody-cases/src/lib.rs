@@ -1,7 +1,9 @@
 //! People and cases: user accounts with roles and bearer sessions, the security audit log, the officer
 //! registry and recorder check-outs (领用/归还) that attribute footage to officers, and cases (案件) with
 //! their steps, evidence links, status flow and recording-coverage analysis (执法全过程记录), and approval
-//! before copy: requests to download an original or export a case, decided by a second supervisor.
+//! before copy: requests to download an original or export a case, decided by a second supervisor; and
+//! retention: the worker that deletes the bytes of evidence whose time is over (leaving a tombstone and a
+//! ledger event), and the legal holds and marks that keep evidence longer.
 //!
 //! Every operation takes the [`User`] making it and decides, through `custody_core::access`, whether it
 //! is allowed; a refusal is written to the audit log before it is returned. This crate does its SQL
@@ -13,6 +15,7 @@ mod error;
 pub mod export;
 mod officers;
 mod requests;
+mod retention;
 
 pub use accounts::{Accounts, AccountsConfig, NewUser, Session, User};
 pub use cases::{Cases, CasesConfig, CoverageReport, LinkRequest, NewCase, NewStep, StepReport};
@@ -20,6 +23,7 @@ pub use error::CasesError;
 pub use export::{ExportConfig, ExportSummary, Exporter};
 pub use officers::Officers;
 pub use requests::{RequestQuery, Requests, RequestsConfig};
+pub use retention::{DueItem, ItemOutcome, Retention, RetentionConfig, RunReport};
 // The records this crate's services return, so that transports need not depend on the store.
 pub use custody_store::{
     AuditRecord, CaseCursor, CaseRecord, CheckoutRecord, ExplanationRecord, LinkRecord,

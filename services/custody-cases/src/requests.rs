@@ -91,6 +91,17 @@ impl Requests {
                 self.cases
                     .check_evidence_access(by, id, "request.create")
                     .await?;
+                if let Some(d) = self
+                    .meta
+                    .get_evidence(id)
+                    .await?
+                    .and_then(|e| e.retention.deleted)
+                {
+                    return Err(CasesError::Gone(format!(
+                        "evidence {id} cannot be copied: its bytes were deleted at {} when its retention ended ({})",
+                        d.at, d.reason
+                    )));
+                }
             }
             CopyTarget::Case(id) => {
                 self.cases.get(by, id).await?;

@@ -191,6 +191,8 @@ impl Roles {
             ManagePeople => any(&[Admin]),
             ReadStations => any(&[Admin, Auditor, Commander]),
             ReadAudit => any(&[Auditor, Admin]),
+            MarkRetention => any(&[CaseHandler, Supervisor]),
+            HoldEvidence => any(&[Supervisor]),
         }
     }
 }
@@ -236,6 +238,12 @@ pub enum Capability {
     ReadStations,
     /// The security audit log.
     ReadAudit,
+    /// Mark evidence one can see as showing obstruction of duty, or put it in a longer retention class:
+    /// both only keep it longer.
+    MarkRetention,
+    /// Place or release a legal hold, and clear retention marks: what lets evidence be deleted sooner
+    /// is a supervisor's decision.
+    HoldEvidence,
 }
 
 /// Why a user may not decide a copy request.
@@ -381,6 +389,8 @@ mod tests {
             Capability::ApproveRequests,
             Capability::DirectCommandCentre,
             Capability::ManagePeople,
+            Capability::MarkRetention,
+            Capability::HoldEvidence,
         ] {
             assert!(!a.can(cap), "{cap:?}");
         }
@@ -392,6 +402,7 @@ mod tests {
             let r = Roles::of(&[role]).unwrap();
             assert_eq!(r.can(Capability::ApproveRequests), role == Role::Supervisor);
             assert_eq!(r.can(Capability::ManagePeople), role == Role::Admin);
+            assert_eq!(r.can(Capability::HoldEvidence), role == Role::Supervisor);
         }
     }
 

@@ -10,6 +10,9 @@ pub enum ErrorCode {
     InvalidArgument,
     /// The named thing does not exist.
     NotFound,
+    /// The thing existed and was removed on purpose (evidence bytes deleted when their retention ended);
+    /// its record remains.
+    Gone,
     /// The thing already exists and may not be created again.
     AlreadyExists,
     /// The request is well formed but the current state does not allow it (e.g. a write at the wrong
@@ -41,6 +44,7 @@ impl ErrorCode {
             Self::Unauthenticated => 401,
             Self::PermissionDenied => 403,
             Self::NotFound => 404,
+            Self::Gone => 410,
             Self::AlreadyExists | Self::FailedPrecondition | Self::Aborted => 409,
             Self::OutOfRange => 416,
             Self::IntegrityMismatch => 422,
@@ -54,7 +58,8 @@ impl ErrorCode {
     pub fn grpc_code(self) -> i32 {
         match self {
             Self::InvalidArgument => 3,
-            Self::NotFound => 5,
+            // gRPC has no "gone"; the bytes are not found, and the message says why.
+            Self::NotFound | Self::Gone => 5,
             Self::AlreadyExists => 6,
             Self::PermissionDenied => 7,
             Self::ResourceExhausted => 8,
@@ -73,6 +78,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument => "invalid_argument",
             Self::NotFound => "not_found",
+            Self::Gone => "gone",
             Self::AlreadyExists => "already_exists",
             Self::FailedPrecondition => "failed_precondition",
             Self::OutOfRange => "out_of_range",
@@ -107,6 +113,7 @@ mod tests {
         let client = [
             ErrorCode::InvalidArgument,
             ErrorCode::NotFound,
+            ErrorCode::Gone,
             ErrorCode::FailedPrecondition,
             ErrorCode::OutOfRange,
             ErrorCode::IntegrityMismatch,
@@ -128,6 +135,7 @@ mod tests {
         for c in [
             ErrorCode::InvalidArgument,
             ErrorCode::NotFound,
+            ErrorCode::Gone,
             ErrorCode::AlreadyExists,
             ErrorCode::FailedPrecondition,
             ErrorCode::OutOfRange,

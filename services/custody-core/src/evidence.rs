@@ -148,6 +148,9 @@ pub struct Evidence {
     /// Who held the recorder when it recorded, and how that is known.
     #[serde(default)]
     pub attribution: Attribution,
+    /// What keeps it (legal hold, obstruction, class) and, once its time is over, its deletion.
+    #[serde(default)]
+    pub retention: RetentionMarks,
 }
 
 /// How an evidence item is attributed to an officer.
@@ -199,7 +202,44 @@ pub struct Attribution {
     pub clock_offset_ms: Option<i64>,
 }
 
+/// A legal hold (诉讼保全, 复议 or 信访 in progress): the item is kept whatever its age until released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegalHold {
+    pub reason: String,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// The bytes were deleted because the item's retention ended; the row stays as a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    /// When the item was marked deleted (its `retention_delete` ledger event is queued at that instant).
+    pub at: Timestamp,
+    /// Which retention rule ended, e.g. "the default class: 6 months from capture ended ...".
+    pub reason: String,
+    /// When the bytes and every file made from them were removed from the object store; `None` while a
+    /// worker has still to finish (it does so after a crash too).
+    pub bytes_gone_at: Option<Timestamp>,
+}
+
+/// What retention knows of an item beyond its capture time (`custody_core::retention::Facts` adds the
+/// cases it is linked to).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RetentionMarks {
+    pub legal_hold: Option<LegalHold>,
+    /// Marked as showing obstruction of duty (妨碍执法).
+    pub obstruction: bool,
+    /// A named retention class (`retention_classes` in the configuration).
+    pub class: Option<String>,
+    pub deleted: Option<Deletion>,
+}
+
 impl Evidence {
+    /// The deletion, when retention has removed (or is removing) the bytes.
+    pub fn deleted(&self) -> Option<&Deletion> {
+        self.retention.deleted.as_ref()
+    }
+
     /// Where the bytes live in the object store.
     pub fn content_path(&self) -> String {
         content_path(&self.sha256)

@@ -31,8 +31,8 @@ pub use case::{CaseNo, CaseStatus, Procedure, TransitionError, check_transition}
 pub use credential::{DeviceCredential, StationCredential};
 pub use error::{ErrorCode, HasErrorCode};
 pub use evidence::{
-    Attribution, AttributionSource, Evidence, EvidenceFilter, FileName, Importance, MediaType,
-    content_path,
+    Attribution, AttributionSource, Deletion, Evidence, EvidenceFilter, FileName, Importance,
+    LegalHold, MediaType, RetentionMarks, content_path,
 };
 pub use hash::{ContentHasher, Digests, HashAlgorithm, ParseDigestError, Sha256, Sm3};
 pub use ids::{

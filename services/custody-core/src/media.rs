@@ -409,15 +409,20 @@ pub fn derived_path(
     kind: DerivedKind,
     own: &crate::hash::Sha256,
 ) -> String {
-    let o = original.to_hex();
     format!(
-        "derived/{}/{}/{o}/{}-{}.{}",
-        &o[0..2],
-        &o[2..4],
+        "{}{}-{}.{}",
+        derived_dir(original),
         kind.as_str(),
         &own.to_hex()[..16],
         kind.extension()
     )
+}
+
+/// The object-store folder holding every file made from an original (see [`derived_path`]): what retention
+/// removes with the original's bytes, including files a worker stored but never recorded.
+pub fn derived_dir(original: &crate::hash::Sha256) -> String {
+    let o = original.to_hex();
+    format!("derived/{}/{}/{o}/", &o[0..2], &o[2..4])
 }
 
 /// The delay before retry number `attempt` (1 for the first retry) of a job that failed for a reason
@@ -660,6 +665,7 @@ mod tests {
         assert!(p.contains(&o.to_hex()));
         assert!(p.ends_with(&format!("poster-{}.jpg", &d.to_hex()[..16])));
         assert!(p.len() < 120, "{p}");
+        assert!(p.starts_with(&derived_dir(&o)), "{p}");
     }
 
     #[test]

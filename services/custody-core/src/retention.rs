@@ -188,15 +188,19 @@ impl Policy {
         }
     }
 
-    /// The capture instant before which an item can possibly be due at `now`. Every item is kept at
-    /// least the default period (the longest applicable period wins), so nothing captured after
-    /// `now - default` can be due; with a default of for ever, nothing is.
+    /// A capture instant before which every item due at `now` was captured: only items captured
+    /// earlier need a decision. Every item is kept at least the default period (the longest applicable
+    /// period wins). Adding calendar months clamps to the month's end (31 August + 6 months is
+    /// 28 February, and 28 February + 6 months is 28 August), so `now - default` is not exact: the bound
+    /// adds four days, more than any clamp, and the decision itself is exact. With a default of for ever,
+    /// nothing is ever due.
     pub fn earliest_cutoff(&self, now: Timestamp) -> Option<Timestamp> {
         match self.default {
             Period::Forever => None,
             Period::Months(m) => now
                 .to_datetime()
                 .checked_sub_months(Months::new(m))
+                .map(|t| t + chrono::Duration::days(4))
                 .map(Timestamp::from_datetime),
         }
     }
@@ -300,8 +304,28 @@ mod tests {
         p.classes.insert("short".into(), Period::Months(1));
         assert_eq!(
             p.earliest_cutoff(t("2026-12-01T00:00:00Z")),
-            Some(t("2026-06-01T00:00:00Z"))
+            Some(t("2026-06-05T00:00:00Z"))
         );
+        // Every item due at an instant was captured before the cut-off, also where adding months
+        // clamps to the end of a shorter month, and exactly six months after capture.
+        for now in [
+            "2026-08-31T12:00:00Z",
+            "2026-07-10T08:00:00Z",
+            "2027-02-28T23:59:59Z",
+        ] {
+            let now = t(now);
+            let cutoff = p.earliest_cutoff(now).unwrap();
+            let mut at = t("2026-01-01T00:00:00Z");
+            while at < now {
+                if p.decide(&Facts::captured(at), now).is_due() {
+                    assert!(
+                        at < cutoff,
+                        "captured {at} is due at {now} but not before {cutoff}"
+                    );
+                }
+                at = at.saturating_add_micros(3_600_000_000);
+            }
+        }
         p.default = Period::Forever;
         assert_eq!(p.earliest_cutoff(t("2026-12-01T00:00:00Z")), None);
     }

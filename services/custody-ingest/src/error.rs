@@ -17,6 +17,14 @@ pub enum IngestError {
     UnknownUpload(UploadId),
     #[error("evidence {0} does not exist")]
     UnknownEvidence(EvidenceId),
+    #[error(
+        "the bytes of evidence {id} were deleted at {at} when its retention ended ({reason}); its record and ledger history remain"
+    )]
+    Deleted {
+        id: EvidenceId,
+        at: custody_core::Timestamp,
+        reason: String,
+    },
     #[error("upload {id} is {state}{}; {}", failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default(), advice(*state))]
     NotOpen {
         id: UploadId,
@@ -68,6 +76,7 @@ impl HasErrorCode for IngestError {
             Self::UnknownUpload(_) | Self::UnknownEvidence(_) | Self::UnknownStation(_) => {
                 ErrorCode::NotFound
             }
+            Self::Deleted { .. } => ErrorCode::Gone,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::NotOpen { .. } | Self::Incomplete { .. } => ErrorCode::FailedPrecondition,

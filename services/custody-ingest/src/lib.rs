@@ -433,8 +433,18 @@ impl Ingest {
                 clock_offset_ms: decl.clock_offset_ms,
                 ..Default::default()
             },
+            retention: Default::default(),
         };
         let outcome = meta.commit_upload(id, &candidate, t).await?;
+        if let Some(d) = outcome.evidence.deleted() {
+            // Retention deleted the same bytes while this upload was under way (a new upload of them is
+            // answered with the tombstone's receipt at Begin): the copy just promoted must go again.
+            tracing::warn!(upload = %id, evidence = %outcome.evidence.id, deleted_at = %d.at,
+                "uploaded bytes belong to evidence deleted by retention; removing them again");
+            blobs
+                .delete(&content_path(&outcome.evidence.sha256))
+                .await?;
+        }
         self.inner
             .metrics
             .committed_bytes
@@ -580,6 +590,7 @@ impl Ingest {
         evidence: Evidence,
         range: Option<Range<u64>>,
     ) -> Result<Content, IngestError> {
+        require_bytes(&evidence)?;
         let id = evidence.id;
         let (_, served, stream) = self
             .inner
@@ -599,6 +610,18 @@ impl Ingest {
             range: served,
             stream: stream.map(|r| r.map_err(IngestError::from)).boxed(),
         })
+    }
+}
+
+/// Refuses an item whose bytes retention deleted (its row remains as a tombstone), saying when and why.
+pub fn require_bytes(evidence: &Evidence) -> Result<(), IngestError> {
+    match evidence.deleted() {
+        None => Ok(()),
+        Some(d) => Err(IngestError::Deleted {
+            id: evidence.id,
+            at: d.at,
+            reason: d.reason.clone(),
+        }),
     }
 }
 

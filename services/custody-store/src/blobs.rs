@@ -688,6 +688,14 @@ impl Blobs {
         }
     }
 
+    /// Deletes an object; deleting one that is already gone succeeds (retention finishing after a crash).
+    pub async fn delete(&self, rel: &str) -> Result<(), StoreError> {
+        match self.store.delete(&self.key(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::object(format!("deleting {rel}"))(e)),
+        }
+    }
+
     async fn delete_quietly(&self, rel: &str) {
         match self.store.delete(&self.key(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -521,6 +521,15 @@ impl Metadata {
         debug_assert_eq!(event.kind, EventKind::Link);
         let id = on_pool!(self, p => async {
             let mut tx = p.begin().await?;
+            // On PostgreSQL the evidence row is locked first, so that a retention tombstone being placed
+            // concurrently either commits first (and the trigger below refuses the link) or sees this link.
+            // SQLite runs one writer at a time.
+            if matches!(self.pool, crate::meta::Pool::Postgres(_)) {
+                sqlx::query("SELECT id FROM evidence WHERE id = $1 FOR UPDATE")
+                    .bind(link.evidence_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO evidence_links (case_id, evidence_id, step_id, role, note, linked_by, linked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
@@ -542,6 +551,11 @@ impl Metadata {
                 StoreError::AlreadyExists(format!(
                     "a link of evidence {} to case {}",
                     link.evidence_id, link.case_id
+                ))
+            } else if e.to_string().contains("deleted by retention") {
+                StoreError::Gone(format!(
+                    "evidence {} was deleted by retention and cannot be linked",
+                    link.evidence_id
                 ))
             } else {
                 StoreError::db("linking evidence")(e)
@@ -686,7 +700,7 @@ impl Metadata {
     }
 
     /// Footage attributed to `officers` captured (by the recorder's clock) in `[from, to)`, not linked to
-    /// `case`: the candidates for suggestions.
+    /// `case` and not deleted by retention: the candidates for suggestions.
     pub async fn unlinked_footage(
         &self,
         case: CaseId,
@@ -699,7 +713,7 @@ impl Metadata {
             out.extend(
                 self.footage(
                     "e.officer_badge = $2 AND e.captured_at >= $3 AND e.captured_at < $4 \
-                     AND e.id NOT IN (SELECT l.evidence_id FROM evidence_links l WHERE l.case_id = $1 AND l.unlinked_at IS NULL)",
+                     AND e.deleted_at IS NULL AND e.id NOT IN (SELECT l.evidence_id FROM evidence_links l WHERE l.case_id = $1 AND l.unlinked_at IS NULL)",
                     case.to_string(),
                     Some((b.as_str().to_string(), from, to)),
                 )

@@ -5,6 +5,9 @@ use custody_core::{ErrorCode, HasErrorCode};
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
+    /// The thing was removed on purpose (evidence bytes deleted by retention); the message says when and why.
+    #[error("{0}")]
+    Gone(String),
     /// A row with the same key exists and may not be created again.
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -45,6 +48,7 @@ impl HasErrorCode for StoreError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Gone(_) => ErrorCode::Gone,
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Conflict(_) => ErrorCode::Aborted,
             Self::Full(_) => ErrorCode::ResourceExhausted,

@@ -1,4 +1,4 @@
-//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations, telemetry, media jobs, people and cases, access requests) in SQLite or PostgreSQL
+//! Custody's persistence adapters. [`Metadata`] keeps rows (uploads, evidence, the ledger, docking stations, telemetry, media jobs, people and cases, access requests, retention marks and tombstones) in SQLite or PostgreSQL
 //! behind one API, with migrations per backend embedded and run at start-up. [`Blobs`] keeps bytes in an
 //! object store (local disk or any S3-compatible server) and gives uploads a resumable, durable staging
 //! area on both.
@@ -14,6 +14,7 @@ mod media;
 mod meta;
 mod people;
 mod requests;
+mod retention;
 mod stations;
 mod telemetry;
 #[cfg(feature = "test-support")]
@@ -33,5 +34,6 @@ pub use media::{DerivedRecord, EvidenceMedia, JobCounts, JobStatus, MediaJob, Pr
 pub use meta::{Backend, CommitOutcome, EvidencePage, Metadata, PageCursor};
 pub use people::{AuditRecord, CheckoutRecord, OfficerRecord, UserRecord};
 pub use requests::{Decision, RequestCursor, RequestFilter, RequestRecord};
+pub use retention::{MarkOutcome, RetentionCandidate, TombstoneGuard};
 pub use stations::{StationRecord, StationSecret};
 pub use telemetry::{AlarmCursor, DeviceRecord, PositionsPurged, TelemetryWrite};

@@ -3,7 +3,7 @@
 
 use crate::error::StoreError;
 use custody_core::access::EvidenceScope;
-use custody_core::evidence::{Attribution, AttributionSource};
+use custody_core::evidence::{Attribution, AttributionSource, Deletion, LegalHold, RetentionMarks};
 use custody_core::{
     BadgeNo, DeviceId, Evidence, EvidenceFilter, EvidenceId, FileName, Importance, MediaType,
     Sha256, Sm3, StationId, Timestamp, Upload, UploadDeclaration, UploadId, UploadState,
@@ -115,7 +115,7 @@ struct UploadRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct EvidenceRow {
+pub(crate) struct EvidenceRow {
     id: String,
     sha256: Vec<u8>,
     sm3: Option<Vec<u8>>,
@@ -132,6 +132,14 @@ struct EvidenceRow {
     reported_badge: Option<String>,
     attribution_conflict: bool,
     clock_offset_ms: Option<i64>,
+    legal_hold: Option<String>,
+    legal_hold_by: Option<String>,
+    legal_hold_at: Option<i64>,
+    obstruction: bool,
+    retention_class: Option<String>,
+    deleted_at: Option<i64>,
+    deletion_reason: Option<String>,
+    bytes_gone_at: Option<i64>,
 }
 
 pub(crate) fn corrupt(table: &str, id: &str) -> impl Fn(String) -> StoreError {
@@ -185,7 +193,7 @@ impl UploadRow {
 }
 
 impl EvidenceRow {
-    fn into_domain(self) -> Result<Evidence, StoreError> {
+    pub(crate) fn into_domain(self) -> Result<Evidence, StoreError> {
         let c = corrupt("evidence", &self.id);
         let e = |x: &dyn std::fmt::Display| c(x.to_string());
         Ok(Evidence {
@@ -220,6 +228,20 @@ impl EvidenceRow {
                 conflict: self.attribution_conflict,
                 clock_offset_ms: self.clock_offset_ms,
             },
+            retention: RetentionMarks {
+                legal_hold: self.legal_hold.map(|reason| LegalHold {
+                    reason,
+                    by: self.legal_hold_by.unwrap_or_default(),
+                    at: Timestamp::from_unix_micros(self.legal_hold_at.unwrap_or_default()),
+                }),
+                obstruction: self.obstruction,
+                class: self.retention_class,
+                deleted: self.deleted_at.map(|at| Deletion {
+                    at: Timestamp::from_unix_micros(at),
+                    reason: self.deletion_reason.unwrap_or_default(),
+                    bytes_gone_at: self.bytes_gone_at.map(Timestamp::from_unix_micros),
+                }),
+            },
         })
     }
 }
@@ -245,17 +267,20 @@ macro_rules! evidence_insert_columns {
          reported_badge, clock_offset_ms"
     };
 }
+pub(crate) use evidence_insert_columns;
 
 /// The columns of `evidence` in `EvidenceRow` order: what a commit writes, then the attribution kept
-/// current from the check-out register.
+/// current from the check-out register, then what retention knows (marks and the tombstone).
 macro_rules! evidence_columns {
     () => {
         concat!(
             evidence_insert_columns!(),
-            ", officer_badge, attribution, attribution_conflict"
+            ", officer_badge, attribution, attribution_conflict, legal_hold, legal_hold_by, legal_hold_at, \
+             obstruction, retention_class, deleted_at, deletion_reason, bytes_gone_at"
         )
     };
 }
+pub(crate) use evidence_columns;
 
 /// Recomputes who held the recorder when each selected evidence item was recorded (`{filter}` selects
 /// rows of `evidence e`). The capture time is corrected for the recorder's clock offset measured at

@@ -142,3 +142,86 @@ macro_rules! conformance {
 pub async fn execute_raw(m: &crate::Metadata, sql: &'static str) -> Result<u64, sqlx::Error> {
     crate::meta::on_pool!(m, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))
 }
+
+/// What [`commit_evidence`] commits: the bytes (their digest becomes the item's identity; the bytes are
+/// not stored), the recorder, the capture time and the badge the station reported.
+#[derive(Debug, Clone)]
+pub struct TestEvidence<'a> {
+    pub bytes: &'a [u8],
+    pub device: &'a str,
+    pub captured_at: custody_core::Timestamp,
+    pub reported: Option<&'a str>,
+    pub ingested_at: custody_core::Timestamp,
+}
+
+/// Commits an evidence row through the same two calls as an upload (insert the upload, commit it), so
+/// that attribution, the ingest ledger event and the probe job are made as in production. Panics on
+/// failure: it is test setup.
+pub async fn commit_evidence(m: &crate::Metadata, e: TestEvidence<'_>) -> custody_core::Evidence {
+    use custody_core::*;
+    let d = ContentHasher::digest(e.bytes, false);
+    fn ok<T>(r: Result<T, String>, what: &str) -> T {
+        r.unwrap_or_else(|x| panic!("{what}: {x}"))
+    }
+    let decl = UploadDeclaration {
+        device_id: ok(
+            DeviceId::parse(e.device).map_err(|x| x.to_string()),
+            "device",
+        ),
+        station_id: ok(
+            StationId::parse("ST-01").map_err(|x| x.to_string()),
+            "station",
+        ),
+        file_name: ok(
+            FileName::parse(format!("{}_{}.MP4", e.device, &d.sha256.to_hex()[..12])),
+            "file name",
+        ),
+        size: d.size,
+        sha256: d.sha256,
+        sm3: None,
+        captured_at: e.captured_at,
+        importance: Importance::Normal,
+        media_type: MediaType::Video,
+        officer: e
+            .reported
+            .map(|b| ok(BadgeNo::parse(b).map_err(|x| x.to_string()), "badge")),
+        clock_offset_ms: None,
+    };
+    let u = Upload {
+        id: UploadId::new(),
+        declaration: decl.clone(),
+        state: UploadState::Committing,
+        committed_size: d.size,
+        staging: "test".into(),
+        failure: None,
+        evidence_id: None,
+        created_at: e.ingested_at,
+        updated_at: e.ingested_at,
+        expires_at: Timestamp::from_unix_micros(i64::MAX / 2),
+    };
+    m.insert_upload(&u)
+        .await
+        .unwrap_or_else(|x| panic!("inserting an upload: {x}"));
+    let candidate = Evidence {
+        id: EvidenceId::new(),
+        sha256: d.sha256,
+        sm3: None,
+        size: d.size,
+        device_id: decl.device_id,
+        station_id: decl.station_id,
+        file_name: decl.file_name,
+        media_type: decl.media_type,
+        importance: decl.importance,
+        captured_at: decl.captured_at,
+        ingested_at: e.ingested_at,
+        attribution: Attribution {
+            reported: decl.officer,
+            ..Default::default()
+        },
+        retention: Default::default(),
+    };
+    m.commit_upload(u.id, &candidate, e.ingested_at)
+        .await
+        .unwrap_or_else(|x| panic!("committing evidence: {x}"))
+        .evidence
+}

@@ -64,6 +64,7 @@ async fn commit(m: &Metadata, seed: u8, at: i64) -> EvidenceId {
         captured_at: d.captured_at,
         ingested_at: t(at),
         attribution: Default::default(),
+        retention: Default::default(),
     };
     m.commit_upload(u.id, &e, t(at)).await.unwrap().evidence.id
 }

@@ -66,6 +66,7 @@ fn evidence_of(d: &UploadDeclaration, ingested: i64) -> Evidence {
         captured_at: d.captured_at,
         ingested_at: t(ingested),
         attribution: Default::default(),
+        retention: Default::default(),
     }
 }
 

@@ -55,51 +55,17 @@ fn dev(d: &str) -> DeviceId {
 /// Commits an evidence row of `device` captured at `at`, reported by the station as bound to `reported`.
 async fn evidence(m: &Metadata, device: &str, at: i64, reported: Option<&str>) -> Evidence {
     let seed = format!("{device}-{at}");
-    let d = ContentHasher::digest(seed.as_bytes(), false);
-    let decl = UploadDeclaration {
-        device_id: dev(device),
-        station_id: StationId::parse("ST-01").unwrap(),
-        file_name: FileName::parse(format!("{device}_{at}.MP4")).unwrap(),
-        size: d.size,
-        sha256: d.sha256,
-        sm3: None,
-        captured_at: t(at),
-        importance: Importance::Normal,
-        media_type: MediaType::Video,
-        officer: None,
-        clock_offset_ms: None,
-    };
-    let u = Upload {
-        id: UploadId::new(),
-        declaration: decl.clone(),
-        state: UploadState::Committing,
-        committed_size: d.size,
-        staging: "s".into(),
-        failure: None,
-        evidence_id: None,
-        created_at: t(T0),
-        updated_at: t(T0),
-        expires_at: t(i64::MAX / 2),
-    };
-    m.insert_upload(&u).await.unwrap();
-    let e = Evidence {
-        id: EvidenceId::new(),
-        sha256: d.sha256,
-        sm3: None,
-        size: d.size,
-        device_id: decl.device_id,
-        station_id: decl.station_id,
-        file_name: decl.file_name,
-        media_type: decl.media_type,
-        importance: decl.importance,
-        captured_at: decl.captured_at,
-        ingested_at: t(T0),
-        attribution: Attribution {
-            reported: reported.map(badge),
-            ..Default::default()
+    custody_store::testing::commit_evidence(
+        m,
+        custody_store::testing::TestEvidence {
+            bytes: seed.as_bytes(),
+            device,
+            captured_at: t(at),
+            reported,
+            ingested_at: t(T0),
         },
-    };
-    m.commit_upload(u.id, &e, t(T0)).await.unwrap().evidence
+    )
+    .await
 }
 
 async fn officers(m: &Metadata) {

@@ -51,48 +51,18 @@ async fn user(m: &Metadata, n: &str, roles: &[Role]) -> Username {
 
 /// Commits an evidence row whose bytes are `seed`.
 async fn evidence(m: &Metadata, seed: &str) -> EvidenceId {
-    let d = ContentHasher::digest(seed.as_bytes(), false);
-    let decl = UploadDeclaration {
-        device_id: DeviceId::parse("ZFY001").unwrap(),
-        station_id: StationId::parse("ST-01").unwrap(),
-        file_name: FileName::parse(format!("ZFY001_{seed}.MP4")).unwrap(),
-        size: d.size,
-        sha256: d.sha256,
-        sm3: None,
-        captured_at: t(T0),
-        importance: Importance::Normal,
-        media_type: MediaType::Video,
-        officer: None,
-        clock_offset_ms: None,
-    };
-    let u = Upload {
-        id: UploadId::new(),
-        declaration: decl.clone(),
-        state: UploadState::Committing,
-        committed_size: d.size,
-        staging: "s".into(),
-        failure: None,
-        evidence_id: None,
-        created_at: t(T0),
-        updated_at: t(T0),
-        expires_at: t(i64::MAX / 2),
-    };
-    m.insert_upload(&u).await.unwrap();
-    let e = Evidence {
-        id: EvidenceId::new(),
-        sha256: d.sha256,
-        sm3: None,
-        size: d.size,
-        device_id: decl.device_id,
-        station_id: decl.station_id,
-        file_name: decl.file_name,
-        media_type: decl.media_type,
-        importance: decl.importance,
-        captured_at: decl.captured_at,
-        ingested_at: t(T0),
-        attribution: Attribution::default(),
-    };
-    m.commit_upload(u.id, &e, t(T0)).await.unwrap().evidence.id
+    custody_store::testing::commit_evidence(
+        m,
+        custody_store::testing::TestEvidence {
+            bytes: seed.as_bytes(),
+            device: "ZFY001",
+            captured_at: t(T0),
+            reported: None,
+            ingested_at: t(T0),
+        },
+    )
+    .await
+    .id
 }
 
 async fn case(m: &Metadata, no: &str, handler: &Username) -> CaseId {

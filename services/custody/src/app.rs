@@ -36,6 +36,8 @@ pub struct App {
     requests: custody_cases::Requests,
     /// Export packages of cases.
     exporter: custody_cases::Exporter,
+    /// The retention worker, legal holds and marks.
+    retention: custody_cases::Retention,
     meta: Metadata,
     registry: Arc<Registry>,
     config: Config,
@@ -152,6 +154,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             checkpoint_timeout: config.ledger_receipt_timeout,
         },
     );
+    let retention = custody_cases::Retention::new(
+        meta.clone(),
+        blobs.clone(),
+        Some(ingest.ledger().clone()),
+        config.retention()?,
+    );
     let tracking_metrics = TrackingMetrics::default();
     tracking_metrics.register(&mut registry);
     let tracking = Tracking::open(meta.clone(), config.tracking(), tracking_metrics)
@@ -209,6 +217,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         cases,
         requests,
         exporter,
+        retention,
         meta,
         registry: Arc::new(registry),
         config,
@@ -263,6 +272,10 @@ impl App {
         &self.media
     }
 
+    pub fn retention(&self) -> &custody_cases::Retention {
+        &self.retention
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish (an upload
     /// stream's received bytes are made durable), stops the workers and closes the database.
     pub async fn run(
@@ -292,6 +305,7 @@ impl App {
             cases: self.cases.clone(),
             requests: self.requests.clone(),
             exporter: self.exporter.clone(),
+            retention: self.retention.clone(),
         });
         let http = tokio::spawn(custody_api::serve(
             self.http,
@@ -342,6 +356,8 @@ impl App {
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(self.tracking.clone().run_writer(writer_stop.clone()));
         let retention = tokio::spawn(self.tracking.clone().run_retention(token.clone()));
+        // Evidence retention: deletes the bytes of items whose time is over (tombstone + ledger event).
+        let evidence_retention = tokio::spawn(self.retention.clone().run(token.clone()));
         let expiry = tokio::spawn(self.ingest.clone().run_expiry(
             self.config.upload_expiry_interval,
             token.clone().cancelled_owned(),
@@ -374,6 +390,7 @@ impl App {
         writer_stop.cancel();
         let _ = writer.await;
         let _ = retention.await;
+        let _ = evidence_retention.await;
         let _ = expiry.await;
         let _ = media.await;
         let _ = sequencer.await;

@@ -110,6 +110,7 @@ async fn recording(
         captured_at: decl.captured_at,
         ingested_at: t,
         attribution: Default::default(),
+        retention: Default::default(),
     };
     let id = meta.commit_upload(upload.id, &e, t).await?.evidence.id;
     let job = meta

@@ -105,6 +105,22 @@ pub struct Config {
     /// `download` ledger event.
     #[serde(with = "humantime_serde")]
     pub approval_ttl: Duration,
+    /// Evidence retention (《公安机关现场执法视音频记录工作规定》: at least six months): how long every item
+    /// is kept from capture, in calendar months (`6 months`) or `forever`. The longest applicable period
+    /// of an item wins; nothing on legal hold or linked to an open case is ever deleted.
+    pub retention_default: String,
+    /// How long evidence linked to a case (even a closed one) is kept.
+    pub retention_case_evidence: String,
+    /// How long footage marked as showing obstruction of duty (妨碍执法) is kept.
+    pub retention_obstruction: String,
+    /// Named classes an item can be put in, with their periods, e.g. `{ major_incident = "forever",
+    /// traffic = "12 months" }`.
+    pub retention_classes: std::collections::BTreeMap<String, String>,
+    /// How often the retention worker deletes the bytes of items whose retention is over (leaving a
+    /// tombstone and a `retention_delete` ledger event). `0s` runs no worker in this process (run
+    /// `custody admin retention run` instead, or let another replica do it).
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
     /// Metadata database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     /// Connections in the database pool.
@@ -240,6 +256,11 @@ impl Default for Config {
             coverage_min_gap: Duration::from_secs(10),
             coverage_max_recording: Duration::from_secs(4 * 3600),
             approval_ttl: Duration::from_secs(24 * 3600),
+            retention_default: "6 months".into(),
+            retention_case_evidence: "forever".into(),
+            retention_obstruction: "forever".into(),
+            retention_classes: [("major_incident".to_string(), "forever".to_string())].into(),
+            retention_interval: Duration::from_secs(3600),
             database_url: None,
             database_max_connections: 16,
             object_store: None,
@@ -384,6 +405,14 @@ impl Config {
         if self.approval_ttl.is_zero() {
             anyhow::bail!("approval_ttl must be greater than zero");
         }
+        let policy = self.retention_policy()?;
+        if policy.default < custody_core::retention::Period::Months(6) {
+            // The regulation's floor: a shorter default would delete footage the law says to keep.
+            anyhow::bail!(
+                "retention_default must be at least 6 months (the regulation's minimum), got {}",
+                policy.default
+            );
+        }
         if self.position_batch_max == 0 || self.live_queue == 0 {
             anyhow::bail!("position_batch_max and live_queue must be greater than zero");
         }
@@ -454,6 +483,35 @@ impl Config {
             min_gap: self.coverage_min_gap,
             max_recording: self.coverage_max_recording,
         }
+    }
+
+    /// The retention classes, parsed.
+    pub fn retention_policy(&self) -> anyhow::Result<custody_core::retention::Policy> {
+        use custody_core::retention::Period;
+        let period =
+            |key: &str, v: &str| Period::parse(v).map_err(|e| anyhow::anyhow!("{key}: {e}"));
+        let mut classes = std::collections::BTreeMap::new();
+        for (name, v) in &self.retention_classes {
+            classes.insert(
+                name.clone(),
+                period(&format!("retention_classes.{name}"), v)?,
+            );
+        }
+        Ok(custody_core::retention::Policy {
+            default: period("retention_default", &self.retention_default)?,
+            case_evidence: period("retention_case_evidence", &self.retention_case_evidence)?,
+            obstruction: period("retention_obstruction", &self.retention_obstruction)?,
+            classes,
+        })
+    }
+
+    /// The retention worker's settings.
+    pub fn retention(&self) -> anyhow::Result<custody_cases::RetentionConfig> {
+        Ok(custody_cases::RetentionConfig {
+            policy: self.retention_policy()?,
+            interval: self.retention_interval,
+            ..Default::default()
+        })
     }
 
     /// Approval before copy.
@@ -533,6 +591,42 @@ mod tests {
             assert_eq!(c.grpc_listen.port(), 3);
             assert_eq!(c.http_listen.port(), 5);
             assert_eq!(c.upload_part_size, ByteSize::mib(8));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn retention_periods_are_checked_naming_the_key_and_never_below_six_months() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custody.toml",
+                "retention_classes = { traffic = \"12 months\", bad = \"soon\" }\n",
+            )?;
+            let e = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None })
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("retention_classes.bad") && e.contains("\"soon\""),
+                "{e}"
+            );
+            jail.create_file("custody.toml", "retention_default = \"3 months\"\n")?;
+            let e = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None })
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("at least 6 months"), "{e}");
+            jail.create_file(
+                "custody.toml",
+                "retention_default = \"24 months\"\nretention_classes = { traffic = \"36 months\" }\n",
+            )?;
+            let p = Config::load(Path::new("custody.toml"), true, Flags { http_listen: None })
+                .unwrap()
+                .retention_policy()
+                .unwrap();
+            assert_eq!(p.default, custody_core::retention::Period::Months(24));
+            assert_eq!(
+                p.classes.get("traffic"),
+                Some(&custody_core::retention::Period::Months(36))
+            );
             Ok(())
         });
     }

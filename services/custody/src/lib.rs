@@ -4,6 +4,7 @@
 //! This is the only crate that picks concrete backends and the only one that may use `anyhow`.
 
 pub mod admin;
+pub mod admin_retention;
 pub mod admin_users;
 pub mod app;
 pub mod bench;

@@ -108,6 +108,11 @@ enum AdminCommand {
     /// Uses the same storage settings as `serve`.
     #[command(subcommand)]
     User(custody::admin_users::UserCommand),
+    /// Evidence retention: run a pass by hand (`run`), list what would be deleted now or by a date
+    /// (`run --dry-run [--at TIME]`), or show the configured periods (`policy`). Uses the same storage
+    /// settings as `serve`.
+    #[command(subcommand)]
+    Retention(custody::admin_retention::RetentionCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +297,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Media(cmd)) => {
             custody::init_logging("warn", false);
             runtime.block_on(custody::admin::media(&cli.config, explicit, cmd))
+        }
+        Command::Admin(AdminCommand::Retention(cmd)) => {
+            custody::init_logging("warn", false);
+            runtime.block_on(custody::admin_retention::retention(
+                &cli.config,
+                explicit,
+                cmd,
+            ))
         }
         Command::Admin(AdminCommand::User(cmd)) => {
             custody::init_logging("warn", false);

@@ -83,6 +83,8 @@ pub struct Report {
     pub checkpoints: u64,
     pub tiles: u64,
     pub evidence: u64,
+    /// Evidence rows that are retention tombstones (their bytes are not checked).
+    pub deleted: u64,
     pub content_bytes: u64,
 }
 
@@ -120,12 +122,13 @@ pub async fn ledger(
     let report = check(&meta, &blobs, &keys, !args.skip_content).await?;
     meta.close().await;
     println!(
-        "{}: {} entries, {} checkpoints, {} tiles, {} evidence items ({} bytes re-hashed); {} problem(s)",
+        "{}: {} entries, {} checkpoints, {} tiles, {} evidence items ({} deleted by retention; {} bytes re-hashed); {} problem(s)",
         if report.ok() { "OK" } else { "FAILED" },
         report.entries,
         report.checkpoints,
         report.tiles,
         report.evidence,
+        report.deleted,
         report.content_bytes,
         report.problems.len()
     );
@@ -361,7 +364,10 @@ pub async fn check(
         }
     }
 
-    // Evidence rows against their ingest entries, and bytes against their hashes.
+    // Evidence rows against their ingest entries, and bytes against their hashes. Retention deletes
+    // bytes only with a `retention_delete` entry (or one still queued for the sequencer).
+    let queued_deletions: std::collections::HashSet<EvidenceId> =
+        meta.pending_deletions().await?.into_iter().collect();
     let mut after = None;
     let mut rows_seen = std::collections::HashSet::new();
     loop {
@@ -397,7 +403,20 @@ pub async fn check(
                     e.id, seen.index, e.sha256, e.size, e.device_id, l.sha256, l.size, l.device_id
                 ));
             }
-            if content && !seen.deleted {
+            match (e.deleted(), seen.deleted) {
+                (Some(_), false) if queued_deletions.contains(&e.id) => {}
+                (Some(d), false) => r.fail(format!(
+                    "evidence {} is marked deleted by retention at {}, but the ledger has no retention_delete entry for it",
+                    e.id, d.at
+                )),
+                (None, true) => r.fail(format!(
+                    "the ledger records the retention deletion of evidence {}, but its row is not a tombstone",
+                    e.id
+                )),
+                _ => {}
+            }
+            r.deleted += u64::from(e.deleted().is_some());
+            if content && e.deleted().is_none() && !seen.deleted {
                 let path = content_path(&e.sha256);
                 match blobs.hash(&path, e.sm3.is_some()).await {
                     Ok(d) => {
