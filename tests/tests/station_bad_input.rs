@@ -27,13 +27,7 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dir.disable_cleanup(true);
-            eprintln!(
-                "kept the failed test's files in {}",
-                self.dir.path().display()
-            );
-        }
+        common::keep_if_failed(&mut self.dir);
     }
 }
 

@@ -51,13 +51,7 @@ impl Drop for Rig {
                 .status();
         }
         // A failed test leaves its server and agent logs, data and journal for a look.
-        if std::thread::panicking() {
-            self.dir.disable_cleanup(true);
-            eprintln!(
-                "kept the failed test's files in {}",
-                self.dir.path().display()
-            );
-        }
+        common::keep_if_failed(&mut self.dir);
     }
 }
 

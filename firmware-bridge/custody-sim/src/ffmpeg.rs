@@ -85,6 +85,8 @@ pub struct Probe {
     pub codec_tags: Vec<String>,
     /// Container duration in seconds, when the format has one (a JPEG has none).
     pub duration_s: Option<f64>,
+    /// The container's ISO 6709 `location` tag, as written (e.g. `+22.5431+114.0579/`).
+    pub location: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,16 +105,23 @@ struct ProbeStream {
 #[derive(Deserialize)]
 struct ProbeFormat {
     duration: Option<String>,
+    #[serde(default)]
+    tags: ProbeTags,
 }
 
-/// Asks ffprobe for the streams and duration of `path`.
+#[derive(Default, Deserialize)]
+struct ProbeTags {
+    location: Option<String>,
+}
+
+/// Asks ffprobe for the streams, duration and location tag of `path`.
 pub fn probe(path: &Path) -> anyhow::Result<Probe> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
             "error",
             "-show_entries",
-            "stream=codec_name,codec_tag_string:format=duration",
+            "stream=codec_name,codec_tag_string:format=duration:format_tags=location",
             "-of",
             "json",
         ])
@@ -149,8 +158,10 @@ pub fn probe(path: &Path) -> anyhow::Result<Probe> {
             .collect(),
         duration_s: json
             .format
-            .and_then(|f| f.duration)
+            .as_ref()
+            .and_then(|f| f.duration.as_deref())
             .and_then(|d| d.parse().ok()),
+        location: json.format.and_then(|f| f.tags.location),
     })
 }
 

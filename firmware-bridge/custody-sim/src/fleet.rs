@@ -75,17 +75,8 @@ pub struct Center {
 impl FromStr for Center {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("expected LAT,LON in degrees such as 30.2741,120.1551, got {s:?}");
-        let (lat, lon) = s.split_once(',').ok_or_else(bad)?;
-        let (lat, lon): (f64, f64) = (
-            lat.trim().parse().map_err(|_| bad())?,
-            lon.trim().parse().map_err(|_| bad())?,
-        );
-        if !(-80.0..=80.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-            return Err(format!(
-                "{s:?}: latitude must be between -80 and 80 and longitude between -180 and 180"
-            ));
-        }
+        // The street grid is laid out on a local flat projection, which the poles would break.
+        let (lat, lon) = crate::parse_lat_lon(s, 80.0)?;
         Ok(Self { lat, lon })
     }
 }

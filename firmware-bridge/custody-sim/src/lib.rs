@@ -18,3 +18,20 @@ pub mod fleet;
 pub mod recorder;
 
 pub use recorder::{Manifest, ManifestFile, RecorderArgs, make_recorder};
+
+/// Reads `LAT,LON` in WGS-84 degrees, with the latitude at most `max_lat` from the equator and the
+/// longitude from -180 to 180: the form of `fleet --center` and of a `recorder --recording` place.
+pub(crate) fn parse_lat_lon(s: &str, max_lat: f64) -> Result<(f64, f64), String> {
+    let bad = || format!("expected LAT,LON in degrees such as 30.2741,120.1551, got {s:?}");
+    let (lat, lon) = s.split_once(',').ok_or_else(bad)?;
+    let (lat, lon): (f64, f64) = (
+        lat.trim().parse().map_err(|_| bad())?,
+        lon.trim().parse().map_err(|_| bad())?,
+    );
+    if !(-max_lat..=max_lat).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!(
+            "{s:?}: latitude must be between -{max_lat} and {max_lat} and longitude between -180 and 180"
+        ));
+    }
+    Ok((lat, lon))
+}

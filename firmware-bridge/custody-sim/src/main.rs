@@ -17,7 +17,8 @@ struct Cli {
 enum Command {
     /// Write one docked recorder's mount directory: ZFY_INFO.TXT and H hours of real video (H.264/H.265
     /// MP4 with AAC) in segment files, photos (JPEG) and audio (WAV, MP3) under DCIM/, named as recorders
-    /// name them. Needs ffmpeg on PATH. The directory appears only when complete.
+    /// name them; or, with --recording, exactly the recordings asked for. Needs ffmpeg on PATH. The
+    /// directory appears only when complete.
     Recorder(Box<recorder::RecorderArgs>),
     /// Officers carrying GPS recorders on a street grid, publishing their positions over MQTT (protobuf
     /// or JSON on custody/v1/dev/{device}/pos, or OwnTracks), with SOS alarms, until Ctrl-C, SIGTERM or

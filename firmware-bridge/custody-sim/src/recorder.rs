@@ -22,6 +22,7 @@ pub use plan::VideoCodec;
 use anyhow::{Context, bail};
 use chrono::{FixedOffset, Utc};
 use clap::Parser;
+use custody_core::media::EmbeddedLocation;
 use custody_core::recorder::{DEVICE_INFO_FILE, DeviceInfo, MediaName};
 use custody_core::{
     BadgeNo, ContentHasher, DeviceId, Importance, MediaType, Sha256, Sm3, Timestamp,
@@ -146,6 +147,79 @@ fn parse_hours(s: &str) -> Result<f64, String> {
     Ok(h)
 }
 
+/// One recording of a scripted shift (`--recording AT+LEN[@LAT,LON]`): when the officer pressed record,
+/// counted from `--start`, how long it ran, and where it was made. Tests lay out recordings and the holes
+/// between them with these, so they know exactly what a recorder did not record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordingSpec {
+    /// Seconds from the shift's start (`--start`) to the start of the recording.
+    pub at_s: u64,
+    /// Its length in seconds; the recorder splits it into `--segment` files like any recording.
+    pub len_s: u64,
+    /// Where it was made (WGS-84), embedded in each of its MP4 files as the ISO 6709 `location` tag.
+    pub location: Option<EmbeddedLocation>,
+}
+
+impl RecordingSpec {
+    /// Seconds from the shift's start to the end of the recording.
+    pub fn end_s(&self) -> u64 {
+        self.at_s + self.len_s
+    }
+}
+
+impl FromStr for RecordingSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let form = "AT+LEN[@LAT,LON] such as 90s+2m or 0s+30s@22.5431,114.0579";
+        let (times, place) = match s.split_once('@') {
+            Some((t, p)) => (t, Some(p)),
+            None => (s, None),
+        };
+        let (at, len) = times
+            .split_once('+')
+            .ok_or_else(|| format!("expected {form}, got {s:?}"))?;
+        let seconds = |what: &str, v: &str| -> Result<u64, String> {
+            let d = humantime::parse_duration(v.trim())
+                .map_err(|e| format!("{s:?}: {what} {v:?}: {e}; expected {form}"))?;
+            if d.subsec_nanos() != 0 {
+                return Err(format!("{s:?}: {what} must be whole seconds, got {v:?}"));
+            }
+            Ok(d.as_secs())
+        };
+        let (at_s, len_s) = (seconds("start", at)?, seconds("length", len)?);
+        if len_s == 0 {
+            return Err(format!("{s:?}: length must be at least 1s"));
+        }
+        let location = match place {
+            None => None,
+            Some(p) => {
+                let (lat, lon) =
+                    crate::parse_lat_lon(p, 90.0).map_err(|e| format!("{s:?}: place: {e}"))?;
+                Some(EmbeddedLocation {
+                    lat,
+                    lon,
+                    alt: None,
+                })
+            }
+        };
+        Ok(Self {
+            at_s,
+            len_s,
+            location,
+        })
+    }
+}
+
+impl fmt::Display for RecordingSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s+{}s", self.at_s, self.len_s)?;
+        if let Some(l) = &self.location {
+            write!(f, "@{},{}", l.lat, l.lon)?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_device(s: &str) -> Result<DeviceId, String> {
     DeviceId::parse(s).map_err(|e| e.reason)
 }
@@ -171,9 +245,20 @@ pub struct RecorderArgs {
     /// slot): the recorder is built beside it in DIR.partial-<pid> and renamed into place when complete
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Hours of video on the recorder (fractions allowed: 0.5 is 30 minutes)
-    #[arg(long, value_name = "H", value_parser = parse_hours)]
-    pub hours: f64,
+    /// Hours of video on the recorder, as recordings of random lengths with random pauses between them
+    /// (fractions allowed: 0.5 is 30 minutes). Give either this or --recording
+    #[arg(long, value_name = "H", value_parser = parse_hours, required_unless_present = "recordings")]
+    pub hours: Option<f64>,
+    /// Instead of --hours, a recording at a chosen time: AT+LEN[@LAT,LON], AT counted from --start and
+    /// LEN its length (whole seconds, e.g. 90s+2m), LAT,LON (WGS-84 degrees) embedded in its MP4 files
+    /// as their location. Repeat for each recording; they may not overlap. The recorder then holds
+    /// exactly these videos, split into --segment files, and neither audio nor photos
+    #[arg(
+        long = "recording",
+        value_name = "AT+LEN[@LAT,LON]",
+        conflicts_with_all = ["hours", "audio", "photos"]
+    )]
+    pub recordings: Vec<RecordingSpec>,
     /// Device serial written in ZFY_INFO.TXT and every file name [default: ZFY + 5 digits from --seed]
     #[arg(long, value_parser = parse_device)]
     pub device: Option<DeviceId>,
@@ -192,8 +277,8 @@ pub struct RecorderArgs {
     /// UTC offset the recorder's clock runs at; file names carry local times at this offset
     #[arg(long, value_name = "OFFSET", default_value = "+08:00", value_parser = parse_tz)]
     pub tz: FixedOffset,
-    /// True start of the first recording, RFC 3339 (e.g. 2026-11-22T08:30:00+08:00) [default: so that
-    /// the last recording ends about an hour before now]
+    /// True start of the first recording (with --recording: the instant AT counts from), RFC 3339 (e.g.
+    /// 2026-11-22T08:30:00+08:00) [default: so that the last recording ends about an hour before now]
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub start: Option<Timestamp>,
     /// Seconds the recorder's clock is ahead (+) or behind (-) true time. File names, MP4 creation_time
@@ -274,6 +359,21 @@ impl RecorderArgs {
         ];
         Ok(Standalone::try_parse_from(argv)?.args)
     }
+
+    /// The options `custody-sim recorder --out OUT --recording R1 --recording R2 …` would have: a
+    /// recorder holding exactly these recordings.
+    pub fn scripted(out: impl Into<PathBuf>, recordings: &[RecordingSpec]) -> anyhow::Result<Self> {
+        let mut argv: Vec<std::ffi::OsString> = vec![
+            "custody-sim-recorder".into(),
+            "--out".into(),
+            out.into().into_os_string(),
+        ];
+        for r in recordings {
+            argv.push("--recording".into());
+            argv.push(r.to_string().into());
+        }
+        Ok(Standalone::try_parse_from(argv)?.args)
+    }
 }
 
 /// What was written: the recorder's binding and every media file, with its hashes. Serialized as the
@@ -333,6 +433,9 @@ pub struct ManifestFile {
     /// Planned duration in seconds of a video or audio file; the file's own is within a second of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// The location embedded in the file (the `@LAT,LON` of a `--recording`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<EmbeddedLocation>,
 }
 
 impl Manifest {
@@ -632,6 +735,32 @@ pub fn make_recorder(args: &RecorderArgs) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
+/// Sets the recorder's clock in `ZFY_INFO.TXT` to true time now plus `clock_drift_s` seconds, as a
+/// station reading a live recorder's clock would find it at this moment, and returns the clock written.
+///
+/// [`make_recorder`] writes the clock as it was when it began. A recorder docked later reads as slow by
+/// the time in between, and the station, which measures the offset as the recorder's clock minus its own
+/// when the recorder docks, would shift every capture time by as much. Call this right before docking a
+/// recorder made earlier. The file holds whole seconds, so this first waits for the next whole second:
+/// the clock written is exact at the moment it is written.
+pub fn wind_clock(mount: &Path, clock_drift_s: i64) -> anyhow::Result<Timestamp> {
+    let path = mount.join(DEVICE_INFO_FILE);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut info = DeviceInfo::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let into_second = u64::from(Utc::now().timestamp_subsec_nanos().min(999_999_999));
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - into_second));
+    let clock = whole_seconds(Timestamp::from_datetime(Utc::now()))
+        .saturating_add_micros(clock_drift_s.saturating_mul(1_000_000));
+    info.clock = Some(clock);
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    write_synced(&tmp, info.to_text().as_bytes())?;
+    fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    sync_dir(mount)?;
+    Ok(clock)
+}
+
 /// Refuses an `--out` that holds anything: merging into or replacing another recorder would make a test
 /// fixture that lies about what the recorder recorded.
 fn check_out(out: &Path) -> anyhow::Result<()> {
@@ -695,6 +824,7 @@ fn write_file(job: &Job, ctx: &WriteCtx<'_>) -> anyhow::Result<ManifestFile> {
                 f.duration_s,
                 &job.recorder_at.to_string(),
                 &comment,
+                f.location.as_ref(),
                 &path,
             )?;
             (c.probe_name(), Some("aac"), Some(f.duration_s as f64))
@@ -739,6 +869,7 @@ fn write_file(job: &Job, ctx: &WriteCtx<'_>) -> anyhow::Result<ManifestFile> {
         codec: codec.to_string(),
         audio_codec: audio_codec.map(String::from),
         duration_s,
+        location: f.location,
     })
 }
 
@@ -866,7 +997,8 @@ mod tests {
     #[test]
     fn code_gets_the_command_line_defaults() {
         let a = RecorderArgs::new("/tmp/rec", 0.5).unwrap();
-        assert_eq!(a.hours, 0.5);
+        assert_eq!(a.hours, Some(0.5));
+        assert!(a.recordings.is_empty());
         assert_eq!(a.tz.to_string(), "+08:00");
         assert_eq!(a.codec, CodecChoice::Mixed);
         assert_eq!(a.resolution.to_string(), "1920x1080");
@@ -875,6 +1007,67 @@ mod tests {
         assert_eq!(a.segment.as_secs(), 600);
         assert_eq!((a.jobs, a.medium, a.clock_drift), (2, 0, 0));
         assert!(RecorderArgs::new("/tmp/rec", 0.0).is_err());
+    }
+
+    #[test]
+    fn scripted_recordings_read_and_print_as_the_command_line_writes_them() {
+        let r: RecordingSpec = "1m30s+12s@22.5431,114.0579".parse().unwrap();
+        assert_eq!((r.at_s, r.len_s, r.end_s()), (90, 12, 102));
+        let l = r.location.unwrap();
+        assert_eq!((l.lat, l.lon), (22.5431, 114.0579));
+        assert_eq!(r.to_string(), "90s+12s@22.5431,114.0579");
+        assert_eq!(r.to_string().parse::<RecordingSpec>().unwrap(), r);
+        let plain: RecordingSpec = "0s+2m".parse().unwrap();
+        assert_eq!((plain.at_s, plain.len_s, plain.location), (0, 120, None));
+        for (bad, says) in [
+            ("30s", "AT+LEN"),
+            ("0s+0s", "at least 1s"),
+            ("0s+1500ms", "whole seconds"),
+            ("0s+10s@91,114", "latitude"),
+            ("0s+10s@22.5", "LAT,LON"),
+            ("soon+10s", "start"),
+        ] {
+            let e = bad.parse::<RecordingSpec>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_scripted_recorder_takes_recordings_instead_of_hours_never_both() {
+        let specs: Vec<RecordingSpec> = ["0s+20s@22.54,114.05", "40s+5s"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let a = RecorderArgs::scripted("/tmp/rec", &specs).unwrap();
+        assert_eq!(a.recordings, specs);
+        assert_eq!(a.hours, None);
+        let parse = |argv: &[&str]| Standalone::try_parse_from(argv).map(|s| s.args);
+        let e = parse(&[
+            "r",
+            "--out",
+            "/tmp/r",
+            "--hours",
+            "1",
+            "--recording",
+            "0s+5s",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = parse(&[
+            "r",
+            "--out",
+            "/tmp/r",
+            "--recording",
+            "0s+5s",
+            "--photos",
+            "2",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = parse(&["r", "--out", "/tmp/r"]).unwrap_err().to_string();
+        assert!(e.contains("--hours"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use custody_core::recorder::{DEVICE_INFO_FILE, DeviceInfo, MediaName};
 use custody_core::{ContentHasher, Importance, MediaType, Timestamp};
 use custody_sim::ffmpeg;
-use custody_sim::recorder::{Manifest, RecorderArgs, make_recorder};
+use custody_sim::recorder::{Manifest, RecorderArgs, RecordingSpec, make_recorder};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -329,6 +329,69 @@ fn a_drifting_clock_shows_in_the_names_and_the_device_clock() {
 }
 
 #[test]
+fn a_scripted_recorder_holds_exactly_the_recordings_asked_for_with_their_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let specs: Vec<RecordingSpec> = ["0s+14s@22.5431,114.0579", "30s+4s"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let mut args = RecorderArgs::scripted(&out, &specs).unwrap();
+    args.segment = "10s".parse().unwrap();
+    args.resolution = "320x240".parse().unwrap();
+    args.video_bitrate = "500k".parse().unwrap();
+    args.codec = custody_sim::recorder::CodecChoice::H264;
+    args.start = Some(Timestamp::parse_rfc3339("2026-11-22T08:30:00+08:00").unwrap());
+    args.clock_drift = 120;
+    args.clip_cache = Some(dir.path().join("cache"));
+    args.quiet = true;
+    let m = make_recorder(&args).unwrap();
+    let layout: Vec<(String, f64)> = m
+        .files
+        .iter()
+        .map(|f| (f.true_captured_at.to_string(), f.duration_s.unwrap()))
+        .collect();
+    assert_eq!(
+        layout,
+        [
+            ("2026-11-22T00:30:00Z".to_string(), 10.0),
+            ("2026-11-22T00:30:10Z".to_string(), 4.0),
+            ("2026-11-22T00:30:30Z".to_string(), 4.0),
+        ]
+    );
+    assert!(m.files.iter().all(|f| f.media_type == MediaType::Video));
+    assert_eq!(files_under(&out.join("DCIM/PHOTO")), Vec::<String>::new());
+    assert_eq!(files_under(&out.join("DCIM/AUDIO")), Vec::<String>::new());
+    // The place is in the files of the first recording only, where the server's probe reads it.
+    for (f, place) in m.files.iter().zip([true, true, false]) {
+        let p = ffmpeg::probe(&out.join(&f.path)).unwrap();
+        assert!(
+            (p.duration_s.unwrap() - f.duration_s.unwrap()).abs() < 1.0,
+            "{p:?}"
+        );
+        match place {
+            true => {
+                let at = custody_core::media::parse_iso6709(p.location.as_deref().unwrap());
+                let at = at.unwrap();
+                assert!((at.lat - 22.5431).abs() < 1e-4 && (at.lon - 114.0579).abs() < 1e-4);
+                assert_eq!(f.location.unwrap().lat, 22.5431);
+            }
+            false => assert_eq!((p.location, f.location), (None, None)),
+        }
+    }
+    // Wound just before docking, the recorder's clock is now plus its drift.
+    let clock = custody_sim::recorder::wind_clock(&out, args.clock_drift).unwrap();
+    let info =
+        DeviceInfo::parse(&std::fs::read_to_string(out.join(DEVICE_INFO_FILE)).unwrap()).unwrap();
+    assert_eq!(info.clock, Some(clock));
+    let ahead = clock.unix_micros() - Timestamp::from_datetime(chrono::Utc::now()).unix_micros();
+    assert!(
+        (119_000_000..=120_000_000).contains(&ahead),
+        "clock is {ahead} µs ahead"
+    );
+}
+
+#[test]
 fn a_non_empty_out_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("slot");
@@ -392,6 +455,7 @@ fn the_help_explains_every_option() {
     for opt in [
         "--out",
         "--hours",
+        "--recording",
         "--device",
         "--badge",
         "--name",

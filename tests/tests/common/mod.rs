@@ -22,6 +22,25 @@ pub fn authed(token: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `req` and returns the status and the body: JSON, or else the text as a JSON string.
+pub async fn answer(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = req.send().await.unwrap();
+    let status = response.status();
+    let body = response.bytes().await.unwrap();
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    (status, json)
+}
+
+/// Keeps a failed test's directory (server and agent logs, data, journal) for a look; called from the
+/// `Drop` of a test's rig.
+pub fn keep_if_failed(dir: &mut tempfile::TempDir) {
+    if std::thread::panicking() {
+        dir.disable_cleanup(true);
+        eprintln!("kept the failed test's files in {}", dir.path().display());
+    }
+}
+
 /// Roles of the user who approves the readers' download requests: a supervisor, never the requester.
 pub const APPROVER_ROLES: &str = "supervisor";
 

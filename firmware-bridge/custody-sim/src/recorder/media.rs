@@ -11,6 +11,7 @@ use super::plan::VideoCodec;
 use super::{Bitrate, Resolution};
 use crate::ffmpeg;
 use anyhow::Context;
+use custody_core::media::EmbeddedLocation;
 use std::path::{Path, PathBuf};
 
 /// Length of a seed clip: two 2-second GOPs, so a loop restarts on a key frame.
@@ -201,13 +202,16 @@ fn encode_seed(
     ffmpeg::run(all).with_context(|| format!("encoding the {} seed clip", codec.probe_name()))
 }
 
-/// Makes an MP4 of `duration_s` seconds by looping `seed` with stream copy.
+/// Makes an MP4 of `duration_s` seconds by looping `seed` with stream copy, tagged with `location` when
+/// given (ISO 6709, which ffmpeg's MP4 muxer stores in a `loci` box and its demuxer reads back as
+/// `location`).
 pub(crate) fn video(
     seed: &Path,
     codec: VideoCodec,
     duration_s: u64,
     creation_time: &str,
     comment: &str,
+    location: Option<&EmbeddedLocation>,
     out: &Path,
 ) -> anyhow::Result<()> {
     let mut args: Vec<std::ffi::OsString> = vec![
@@ -236,14 +240,24 @@ pub(crate) fn video(
             &format!("creation_time={creation_time}"),
             "-metadata",
             &format!("comment={comment}"),
-            "-f",
-            "mp4",
         ]
         .iter()
         .map(Into::into),
     );
+    if let Some(l) = location {
+        args.extend([
+            "-metadata".into(),
+            format!("location={}", iso6709(l)).into(),
+        ]);
+    }
+    args.extend(["-f".into(), "mp4".into()]);
     args.push(out.into());
     ffmpeg::run(args)
+}
+
+/// A point as ISO 6709 (`+22.543100+114.057900/`): latitude with two integer digits, longitude with three.
+fn iso6709(l: &EmbeddedLocation) -> String {
+    format!("{:+010.6}{:+011.6}/", l.lat, l.lon)
 }
 
 /// Makes a JPEG photo: the test pattern with noise from `noise_seed`, so every photo differs.
@@ -333,4 +347,22 @@ pub(crate) fn audio(
     .collect();
     args.push(out.into());
     ffmpeg::run(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_written_as_iso_6709() {
+        let at = |lat, lon| EmbeddedLocation {
+            lat,
+            lon,
+            alt: None,
+        };
+        assert_eq!(iso6709(&at(22.5431, 114.0579)), "+22.543100+114.057900/");
+        assert_eq!(iso6709(&at(-5.5, -70.25)), "-05.500000-070.250000/");
+        let back = custody_core::media::parse_iso6709(&iso6709(&at(22.5431, 114.0579))).unwrap();
+        assert_eq!((back.lat, back.lon), (22.5431, 114.0579));
+    }
 }

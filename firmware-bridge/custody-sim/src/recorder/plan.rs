@@ -5,8 +5,9 @@
 //! `--start` and build) gives the same officer, schedule and file names. Times here are offsets in
 //! seconds from the first capture; the caller anchors them to a start instant and the recorder's clock.
 
-use super::{CodecChoice, RecorderArgs};
+use super::{CodecChoice, RecorderArgs, RecordingSpec};
 use anyhow::{Context, bail};
+use custody_core::media::EmbeddedLocation;
 use custody_core::{BadgeNo, DeviceId, Importance, MediaType};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -114,7 +115,7 @@ impl Kind {
 }
 
 /// One file the recorder will hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PlannedFile {
     pub kind: Kind,
     /// Seconds from the first capture of the shift to this file's capture start (true time).
@@ -123,10 +124,12 @@ pub(crate) struct PlannedFile {
     pub duration_s: u64,
     pub seq: u32,
     pub importance: Importance,
+    /// Where it was made, embedded in the file (scripted recordings only).
+    pub location: Option<EmbeddedLocation>,
 }
 
 /// The whole shift.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
     pub officer: Officer,
     /// In capture order; sequence numbers increase along it.
@@ -141,97 +144,22 @@ enum Session {
     Audio { len_s: u64 },
 }
 
-/// Plans a recorder from the options and a seed. Fails when the options contradict each other (more
-/// marked files than files).
+/// Plans a recorder from the options and a seed: the random shift of `--hours`, or exactly the
+/// `--recording`s. Fails when the options contradict each other (both or neither of those, overlapping
+/// recordings, more marked files than files).
 pub(crate) fn plan(args: &RecorderArgs, seed: u64) -> anyhow::Result<Plan> {
     let mut rng = StdRng::seed_from_u64(seed);
     // Officer data is drawn first and always, even when an option overrides it, so overriding the
     // device or the name does not shift the schedule drawn after it.
     let officer = officer(args, &mut rng)?;
-
-    let video_total_s = ((args.hours * 3600.0).round() as u64).max(1);
     let segment_s = args.segment.as_secs().max(1);
 
-    let mut sessions = Vec::new();
-    let mut left = video_total_s;
-    while left > 0 {
-        let mut len = rng.random_range(RECORDING_S).min(left);
-        if left - len < MIN_RECORDING_S {
-            len = left;
-        }
-        sessions.push(Session::Video { len_s: len });
-        left -= len;
-    }
-
-    let audio_count = args
-        .audio
-        .unwrap_or_else(|| (args.hours.round() as u32).max(1));
-    // Short test recorders get short audio: never longer than a quarter of the video.
-    let audio_max = (video_total_s / 4).clamp(3, AUDIO_MAX_S);
-    let audio_min = AUDIO_MIN_S.min(audio_max);
-    for _ in 0..audio_count {
-        let at = rng.random_range(0..=sessions.len());
-        let len_s = rng.random_range(audio_min..=audio_max);
-        sessions.insert(at, Session::Audio { len_s });
-    }
-
-    let mut files = Vec::new();
-    let mut t = 0u64;
-    let mut audio_index = 0usize;
-    for (i, session) in sessions.iter().enumerate() {
-        if i > 0 {
-            t += rng.random_range(GAP_S);
-        }
-        match *session {
-            Session::Video { len_s } => {
-                // The recorder closes a file every segment length; the last file of a session is shorter.
-                let mut at = 0;
-                while at < len_s {
-                    let dur = segment_s.min(len_s - at);
-                    files.push(PlannedFile {
-                        kind: Kind::Video(VideoCodec::H264),
-                        offset_s: t + at,
-                        duration_s: dur,
-                        seq: 0,
-                        importance: Importance::Normal,
-                    });
-                    at += dur;
-                }
-                t += len_s;
-            }
-            Session::Audio { len_s } => {
-                let kind = if audio_index.is_multiple_of(2) {
-                    Kind::Wav
-                } else {
-                    Kind::Mp3
-                };
-                audio_index += 1;
-                files.push(PlannedFile {
-                    kind,
-                    offset_s: t,
-                    duration_s: len_s,
-                    seq: 0,
-                    importance: Importance::Normal,
-                });
-                t += len_s;
-            }
-        }
-    }
-    let span_s = t;
-
-    // Officers take photos during recordings and between them.
-    let photo_count = args
-        .photos
-        .unwrap_or_else(|| ((video_total_s / PHOTO_EVERY_S) as u32).max(1));
-    for _ in 0..photo_count {
-        files.push(PlannedFile {
-            kind: Kind::Photo,
-            offset_s: rng.random_range(0..=span_s),
-            duration_s: 0,
-            seq: 0,
-            importance: Importance::Normal,
-        });
-    }
+    let (mut files, span_s) = match (args.hours, args.recordings.as_slice()) {
+        (Some(hours), []) => random_shift(args, hours, segment_s, &mut rng),
+        (None, []) => bail!("expected --hours or at least one --recording"),
+        (None, recordings) => scripted_shift(recordings, segment_s)?,
+        (Some(_), _) => bail!("--hours and --recording: give one or the other, not both"),
+    };
 
     files.sort_by_key(|f| (f.offset_s, f.kind.rank()));
 
@@ -278,6 +206,136 @@ pub(crate) fn plan(args: &RecorderArgs, seed: u64) -> anyhow::Result<Plan> {
         files,
         span_s,
     })
+}
+
+/// The files of one video recording of `len_s` seconds from `at_s`: the recorder closes a file every
+/// segment length, so the last file of a recording is shorter.
+fn push_video(
+    files: &mut Vec<PlannedFile>,
+    at_s: u64,
+    len_s: u64,
+    segment_s: u64,
+    location: Option<EmbeddedLocation>,
+) {
+    let mut at = 0;
+    while at < len_s {
+        let dur = segment_s.min(len_s - at);
+        files.push(PlannedFile {
+            kind: Kind::Video(VideoCodec::H264),
+            offset_s: at_s + at,
+            duration_s: dur,
+            seq: 0,
+            importance: Importance::Normal,
+            location,
+        });
+        at += dur;
+    }
+}
+
+/// `hours` of video as recordings of random lengths with random pauses, audio-only recordings between
+/// them and photos at random moments; and the span from the first capture to the end of the last.
+fn random_shift(
+    args: &RecorderArgs,
+    hours: f64,
+    segment_s: u64,
+    rng: &mut StdRng,
+) -> (Vec<PlannedFile>, u64) {
+    let video_total_s = ((hours * 3600.0).round() as u64).max(1);
+
+    let mut sessions = Vec::new();
+    let mut left = video_total_s;
+    while left > 0 {
+        let mut len = rng.random_range(RECORDING_S).min(left);
+        if left - len < MIN_RECORDING_S {
+            len = left;
+        }
+        sessions.push(Session::Video { len_s: len });
+        left -= len;
+    }
+
+    let audio_count = args.audio.unwrap_or_else(|| (hours.round() as u32).max(1));
+    // Short test recorders get short audio: never longer than a quarter of the video.
+    let audio_max = (video_total_s / 4).clamp(3, AUDIO_MAX_S);
+    let audio_min = AUDIO_MIN_S.min(audio_max);
+    for _ in 0..audio_count {
+        let at = rng.random_range(0..=sessions.len());
+        let len_s = rng.random_range(audio_min..=audio_max);
+        sessions.insert(at, Session::Audio { len_s });
+    }
+
+    let mut files = Vec::new();
+    let mut t = 0u64;
+    let mut audio_index = 0usize;
+    for (i, session) in sessions.iter().enumerate() {
+        if i > 0 {
+            t += rng.random_range(GAP_S);
+        }
+        match *session {
+            Session::Video { len_s } => {
+                push_video(&mut files, t, len_s, segment_s, None);
+                t += len_s;
+            }
+            Session::Audio { len_s } => {
+                let kind = if audio_index.is_multiple_of(2) {
+                    Kind::Wav
+                } else {
+                    Kind::Mp3
+                };
+                audio_index += 1;
+                files.push(PlannedFile {
+                    kind,
+                    offset_s: t,
+                    duration_s: len_s,
+                    seq: 0,
+                    importance: Importance::Normal,
+                    location: None,
+                });
+                t += len_s;
+            }
+        }
+    }
+    let span_s = t;
+
+    // Officers take photos during recordings and between them.
+    let photo_count = args
+        .photos
+        .unwrap_or_else(|| ((video_total_s / PHOTO_EVERY_S) as u32).max(1));
+    for _ in 0..photo_count {
+        files.push(PlannedFile {
+            kind: Kind::Photo,
+            offset_s: rng.random_range(0..=span_s),
+            duration_s: 0,
+            seq: 0,
+            importance: Importance::Normal,
+            location: None,
+        });
+    }
+    (files, span_s)
+}
+
+/// Exactly the given video recordings, which may not overlap (a recorder records one thing at a time);
+/// and the span from the shift's start to the end of the last.
+fn scripted_shift(
+    recordings: &[RecordingSpec],
+    segment_s: u64,
+) -> anyhow::Result<(Vec<PlannedFile>, u64)> {
+    let mut sorted = recordings.to_vec();
+    sorted.sort_by_key(|r| r.at_s);
+    for w in sorted.windows(2) {
+        if w[1].at_s < w[0].end_s() {
+            bail!(
+                "--recording {} overlaps --recording {}: a recorder records one thing at a time",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    let mut files = Vec::new();
+    for r in &sorted {
+        push_video(&mut files, r.at_s, r.len_s, segment_s, r.location);
+    }
+    let span_s = sorted.iter().map(RecordingSpec::end_s).max().unwrap_or(0);
+    Ok((files, span_s))
 }
 
 fn officer(args: &RecorderArgs, rng: &mut StdRng) -> anyhow::Result<Officer> {
@@ -413,6 +471,49 @@ mod tests {
             e.contains("--important 50") && e.contains("--medium 0"),
             "{e}"
         );
+    }
+
+    fn scripted(specs: &[&str]) -> RecorderArgs {
+        let specs: Vec<RecordingSpec> = specs.iter().map(|s| s.parse().unwrap()).collect();
+        let mut a = RecorderArgs::scripted("/nonexistent/rec", &specs).unwrap();
+        a.segment = "10s".parse().unwrap();
+        a
+    }
+
+    #[test]
+    fn scripted_recordings_are_laid_out_exactly_split_into_segments_with_their_place() {
+        // Given out of order: the plan sorts them.
+        let p = plan(&scripted(&["40s+6s", "0s+25s@22.54,114.05"]), 1).unwrap();
+        let layout: Vec<(u64, u64)> = p.files.iter().map(|f| (f.offset_s, f.duration_s)).collect();
+        assert_eq!(layout, [(0, 10), (10, 10), (20, 5), (40, 6)]);
+        assert!(p.files.iter().all(|f| matches!(f.kind, Kind::Video(_))));
+        assert_eq!(p.span_s, 46);
+        let places: Vec<bool> = p.files.iter().map(|f| f.location.is_some()).collect();
+        assert_eq!(places, [true, true, true, false]);
+        assert_eq!(p.files[0].location.unwrap().lat, 22.54);
+        for w in p.files.windows(2) {
+            assert_eq!(w[0].seq + 1, w[1].seq);
+        }
+    }
+
+    #[test]
+    fn overlapping_recordings_are_refused_naming_both() {
+        let e = plan(&scripted(&["0s+20s", "15s+10s"]), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0s+20s") && e.contains("15s+10s"), "{e}");
+        // Touching is not overlapping: one press of stop, then of record.
+        assert!(plan(&scripted(&["0s+20s", "20s+10s"]), 1).is_ok());
+    }
+
+    #[test]
+    fn hours_and_recordings_are_one_or_the_other() {
+        let mut a = scripted(&["0s+5s"]);
+        a.hours = Some(1.0);
+        assert!(plan(&a, 1).unwrap_err().to_string().contains("not both"));
+        a.hours = None;
+        a.recordings.clear();
+        assert!(plan(&a, 1).unwrap_err().to_string().contains("--hours"));
     }
 
     #[test]
