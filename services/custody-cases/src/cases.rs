@@ -565,7 +565,17 @@ impl Cases {
         }
         let note = check_optional("note", note, 1000)?;
         self.meta
-            .set_case_status(id, case.status, to, &by.actor(), note.as_deref(), now())
+            // Against the case as read above: a link, unlink or step added while coverage was being
+            // checked makes this a conflict instead of passing over it.
+            .set_case_status(
+                id,
+                case.status,
+                to,
+                &by.actor(),
+                note.as_deref(),
+                now(),
+                Some(case.updated_at),
+            )
             .await?;
         audit(
             &self.meta,

@@ -197,6 +197,7 @@ impl World {
                 "user:handler",
                 None,
                 t(CAPTURED),
+                None,
             )
             .await
             .unwrap();

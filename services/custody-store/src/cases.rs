@@ -215,6 +215,12 @@ type ExplanationRow = (i64, String, Option<String>, i64, i64, String, String, i6
 /// Where a case listing continues: after this (created_at, id).
 pub type CaseCursor = (Timestamp, CaseId);
 
+/// Marks a case changed (a link, an unlink, a step), as the first statement of the changing transaction:
+/// `updated_at` moves forward at least one microsecond, so a status change checked against what it read
+/// (the review gate) fails instead of passing over the change. On PostgreSQL it also locks the case row
+/// until the change commits, so a status change waits for it and then sees it.
+const TOUCH_CASE: &str = "UPDATE cases SET updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END WHERE id = $1";
+
 impl Metadata {
     /// Creates a case with its first status and handlers. `AlreadyExists` when the case number is taken.
     pub async fn insert_case(&self, case: &CaseRecord) -> Result<(), StoreError> {
@@ -341,8 +347,10 @@ impl Metadata {
         Ok(n > 0)
     }
 
-    /// Moves a case from `from` to `to` (compare-and-set: `Conflict` when it is no longer at `from`) and
-    /// records the change.
+    /// Moves a case from `from` to `to` and records the change. A compare-and-set: `Conflict` when it is
+    /// no longer at `from`, or, with `seen` (its `updated_at` when the caller read it), when it changed
+    /// since (a link, unlink or step added while the caller checked its coverage).
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_case_status(
         &self,
         id: CaseId,
@@ -351,14 +359,17 @@ impl Metadata {
         actor: &str,
         note: Option<&str>,
         at: Timestamp,
+        seen: Option<Timestamp>,
     ) -> Result<(), StoreError> {
         let n = on_pool!(self, p => async {
             let mut tx = p.begin().await?;
-            let n = sqlx::query("UPDATE cases SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
+            let n = sqlx::query("UPDATE cases SET status = $3, updated_at = CASE WHEN updated_at >= $4 THEN updated_at + 1 ELSE $4 END \
+                                 WHERE id = $1 AND status = $2 AND (CAST($5 AS BIGINT) IS NULL OR updated_at = $5)")
                 .bind(id.to_string())
                 .bind(from.as_str())
                 .bind(to.as_str())
                 .bind(at.unix_micros())
+                .bind(seen.map(Timestamp::unix_micros))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -381,7 +392,8 @@ impl Metadata {
         .map_err(StoreError::db("changing a case's status"))?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
-                "case {id} is no longer {from}; read it again"
+                "case {id} changed while this status change was being checked (it is no longer {from}, or \
+                 footage or a step was added or removed); read it again and retry"
             )));
         }
         Ok(())
@@ -427,6 +439,11 @@ impl Metadata {
         };
         on_pool!(self, p => async {
             let mut tx = p.begin().await?;
+            sqlx::query(TOUCH_CASE)
+                .bind(s.case_id.to_string())
+                .bind(s.created_at.unix_micros())
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(insert)
                 .bind(s.id.to_string())
                 .bind(s.case_id.to_string())
@@ -530,6 +547,11 @@ impl Metadata {
                     .fetch_optional(&mut *tx)
                     .await?;
             }
+            sqlx::query(TOUCH_CASE)
+                .bind(link.case_id.to_string())
+                .bind(link.linked_at.unix_micros())
+                .execute(&mut *tx)
+                .await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO evidence_links (case_id, evidence_id, step_id, role, note, linked_by, linked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
@@ -578,6 +600,11 @@ impl Metadata {
         debug_assert_eq!(event.kind, EventKind::Unlink);
         let n = on_pool!(self, p => async {
             let mut tx = p.begin().await?;
+            sqlx::query(TOUCH_CASE)
+                .bind(case.to_string())
+                .bind(at.unix_micros())
+                .execute(&mut *tx)
+                .await?;
             let n = sqlx::query(
                 "UPDATE evidence_links SET unlinked_by = $3, unlinked_at = $4, unlink_reason = $5 \
                  WHERE case_id = $1 AND evidence_id = $2 AND unlinked_at IS NULL")

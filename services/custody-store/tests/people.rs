@@ -406,6 +406,7 @@ async fn a_case_status_change_is_a_compare_and_set(m: Metadata) {
         "user:hh",
         None,
         t(T0 + 1),
+        None,
     )
     .await
     .unwrap();
@@ -416,7 +417,8 @@ async fn a_case_status_change_is_a_compare_and_set(m: Metadata) {
             CaseStatus::Filed,
             "user:hh",
             None,
-            t(T0 + 2)
+            t(T0 + 2),
+            None,
         )
         .await,
         Err(StoreError::Conflict(_))
@@ -426,12 +428,77 @@ async fn a_case_status_change_is_a_compare_and_set(m: Metadata) {
         h.iter().map(|x| x.to).collect::<Vec<_>>(),
         [CaseStatus::Accepted, CaseStatus::Filed]
     );
+    // A change checked against what it read fails when footage was linked meanwhile (the review gate
+    // must not pass over a link or unlink made while it computed coverage).
+    let seen = m.get_case(c.id).await.unwrap().unwrap().updated_at;
+    let e = custody_store::testing::commit_evidence(
+        &m,
+        custody_store::testing::TestEvidence {
+            bytes: b"raced",
+            device: "ZFY001",
+            captured_at: t(T0),
+            reported: None,
+            ingested_at: t(T0),
+        },
+    )
+    .await;
+    let link = LinkRecord {
+        id: 0,
+        case_id: c.id,
+        evidence_id: e.id,
+        step_id: None,
+        role: "r".into(),
+        note: None,
+        linked_by: "user:hh".into(),
+        // The same instant as the status change before it: the case still counts as changed.
+        linked_at: t(T0 + 1),
+        unlinked_by: None,
+        unlinked_at: None,
+        unlink_reason: None,
+    };
+    let ev = PendingEvent {
+        kind: EventKind::Link,
+        evidence_id: e.id,
+        actor: "user:hh".into(),
+        officer: None,
+        detail: None,
+        server_time: t(T0 + 1),
+    };
+    m.link_evidence(&link, &ev).await.unwrap();
+    let stale = m
+        .set_case_status(
+            c.id,
+            CaseStatus::Filed,
+            CaseStatus::Investigating,
+            "user:hh",
+            None,
+            t(T0 + 3),
+            Some(seen),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(ref m)) if m.contains("footage")),
+        "{stale:?}"
+    );
+    let fresh = m.get_case(c.id).await.unwrap().unwrap().updated_at;
+    assert!(fresh > seen);
+    m.set_case_status(
+        c.id,
+        CaseStatus::Filed,
+        CaseStatus::Investigating,
+        "user:hh",
+        None,
+        t(T0 + 3),
+        Some(fresh),
+    )
+    .await
+    .unwrap();
     let listed = m
         .list_cases(Some(&Username::parse("hh").unwrap()), None, None, None, 10)
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].status, CaseStatus::Filed);
+    assert_eq!(listed[0].status, CaseStatus::Investigating);
     assert!(
         m.list_cases(
             Some(&Username::parse("other").unwrap()),
