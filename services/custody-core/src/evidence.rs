@@ -41,6 +41,7 @@ impl Importance {
 /// What kind of recording a file is (GA/T 947 media types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MediaType {
     Video,
     Audio,
@@ -153,6 +154,7 @@ pub struct Evidence {
 /// How an evidence item is attributed to an officer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttributionSource {
     /// The check-out register (领用/归还) says who held the recorder at capture time.
     Checkout,
@@ -188,6 +190,7 @@ impl AttributionSource {
 /// register, with the capture time corrected for the recorder's clock offset), cross-checked with the
 /// officer the docking station read from the recorder.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attribution {
     pub officer: Option<BadgeNo>,
     pub source: AttributionSource,
