@@ -1,6 +1,8 @@
 //! `/api/v1/cases`: cases, their status flow, steps, evidence links, gap explanations and coverage.
 
 use crate::auth::Actor;
+use crate::error::ErrorBody;
+use crate::openapi::{CaseChangeRefusals, CasePath, CaseRefusals};
 use crate::people::{Page, bad, limit, parse_time};
 use crate::{ApiError, ApiState};
 use axum::Extension;
@@ -16,6 +18,7 @@ use custody_core::case::{CaseNo, CaseStatus, Procedure, next_statuses};
 use custody_core::coverage::{Interval, Place};
 use custody_core::{BadgeNo, CaseId, EvidenceId, StepId, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 fn case_id(s: &str) -> Result<CaseId, ApiError> {
     CaseId::parse(s).map_err(bad)
@@ -28,18 +31,25 @@ fn interval(from: &str, to: &str, a: Option<&str>, b: Option<&str>) -> Result<In
     Interval::new(start, end).map_err(|e| ApiError::bad_request(format!("{from}/{to}: {e}")))
 }
 
-#[derive(Debug, Serialize)]
+/// A case (案件) and where it stands in its procedure.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Case)]
 pub(crate) struct CaseJson {
     id: CaseId,
+    /// The case number (案件编号).
     case_no: String,
     title: String,
     procedure: Procedure,
+    /// The procedure's name on screens and forms, e.g. 一般程序.
     procedure_zh: &'static str,
     status: CaseStatus,
+    /// The status's name on screens and forms, e.g. 调查取证.
     status_zh: &'static str,
     /// Where the status may go next.
     next_statuses: Vec<CaseStatus>,
+    /// User names of the case's handlers.
     handlers: Vec<String>,
+    /// Who opened it: `user:<name>`.
     created_by: String,
     created_at: Timestamp,
     updated_at: Timestamp,
@@ -64,17 +74,35 @@ impl From<CaseRecord> for CaseJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A case to open.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewCase)]
 pub(crate) struct NewCaseBody {
     case_no: String,
     title: String,
     /// `general` (一般程序, the default) or `simple` (简易程序).
+    #[schema(value_type = Option<Procedure>)]
     procedure: Option<String>,
+    /// User names of further handlers (case handlers or supervisors); the creator always handles it.
     #[serde(default)]
     handlers: Vec<String>,
 }
 
-/// `POST /api/v1/cases`.
+/// Open a case
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases",
+    operation_id = "create_case",
+    tag = "cases",
+    request_body = NewCaseBody,
+    responses(
+        (status = 201, description = "the case, opened", body = CaseJson),
+        (status = 400, description = "a field is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not manage cases (audited)", body = ErrorBody),
+        (status = 404, description = "a named handler does not exist", body = ErrorBody),
+        (status = 409, description = "a case with this number exists", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -101,15 +129,35 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(c.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only cases in this status.
+    #[param(value_type = Option<CaseStatus>)]
     status: Option<String>,
+    /// Only the case with this number.
     case_no: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /api/v1/cases?status=&case_no=&limit=&cursor=`: newest first; a handler sees their own cases.
+/// List cases
+///
+/// Newest first; a handler sees their own cases, supervisors and auditors every case.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases",
+    operation_id = "list_cases",
+    tag = "cases",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of cases", body = Page<CaseJson>),
+        (status = 400, description = "a filter, the limit or the cursor is malformed", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -147,7 +195,18 @@ pub(crate) async fn list(
     )))
 }
 
-/// `GET /api/v1/cases/{id}`.
+/// One case
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}",
+    operation_id = "get_case",
+    tag = "cases",
+    params(CasePath),
+    responses(
+        (status = 200, description = "the case", body = CaseJson),
+        CaseRefusals,
+    )
+)]
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -156,14 +215,30 @@ pub(crate) async fn get_one(
     Ok(Json(s.cases.get(actor.user(), case_id(&id)?).await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// Where to move a case.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = StatusChangeRequest)]
 pub(crate) struct StatusBody {
+    #[schema(value_type = CaseStatus)]
     status: String,
     note: Option<String>,
 }
 
-/// `POST /api/v1/cases/{id}/status`: move the case along its flow (409 when the flow or a recording gap
-/// forbids it, with the reason).
+/// Move a case along its flow
+///
+/// 409 when the procedure's flow or an unexplained recording gap forbids the move, with the reason.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/status",
+    tag = "cases",
+    params(CasePath),
+    request_body = StatusBody,
+    responses(
+        (status = 200, description = "the case, moved", body = CaseJson),
+        CaseChangeRefusals,
+        (status = 409, description = "the case is closed, or the flow or an unexplained recording gap forbids the move", body = ErrorBody),
+    )
+)]
 pub(crate) async fn set_status(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -178,7 +253,9 @@ pub(crate) async fn set_status(
     Ok(Json(c.into()))
 }
 
-#[derive(Debug, Serialize)]
+/// One status change of a case.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = StatusChange)]
 pub(crate) struct StatusChangeJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<CaseStatus>,
@@ -201,7 +278,18 @@ impl From<StatusChange> for StatusChangeJson {
     }
 }
 
-/// `GET /api/v1/cases/{id}/history`: every status change.
+/// Status history of a case
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/history",
+    operation_id = "case_history",
+    tag = "cases",
+    params(CasePath),
+    responses(
+        (status = 200, description = "every status change, oldest first", body = Vec<StatusChangeJson>),
+        CaseRefusals,
+    )
+)]
 pub(crate) async fn history(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -211,12 +299,16 @@ pub(crate) async fn history(
     Ok(Json(h.into_iter().map(StatusChangeJson::from).collect()))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Where a step happened: a name, a point, or both.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Place)]
 pub(crate) struct PlaceJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    /// WGS-84 latitude; with `lon`, or neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lat: Option<f64>,
+    /// WGS-84 longitude; with `lat`, or neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lon: Option<f64>,
     /// How near footage must be to count as taken here (metres; default 300).
@@ -224,7 +316,9 @@ pub(crate) struct PlaceJson {
     radius_m: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+/// An enforcement step (执法环节) of a case: an action that should have been recorded.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Step)]
 pub(crate) struct StepJson {
     id: StepId,
     title: String,
@@ -232,7 +326,9 @@ pub(crate) struct StepJson {
     to: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     place: Option<PlaceJson>,
+    /// Needs uninterrupted audio-video.
     continuous: bool,
+    /// Badge numbers of the officers present.
     officers: Vec<String>,
     created_by: String,
     created_at: Timestamp,
@@ -260,19 +356,37 @@ impl From<StepRecord> for StepJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A step to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewStep)]
 pub(crate) struct StepBody {
     title: String,
-    /// RFC 3339 start and end of the action.
+    /// RFC 3339 start of the action.
+    #[schema(format = DateTime)]
     from: String,
+    /// RFC 3339 end of the action, after `from`.
+    #[schema(format = DateTime)]
     to: String,
     place: Option<PlaceJson>,
     /// Needs uninterrupted audio-video (default true).
     continuous: Option<bool>,
+    /// Badge numbers of the officers present.
     officers: Vec<String>,
 }
 
-/// `POST /api/v1/cases/{id}/steps`.
+/// Add a step to a case
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/steps",
+    tag = "cases",
+    params(CasePath),
+    request_body = StepBody,
+    responses(
+        (status = 201, description = "the step, added", body = StepJson),
+        CaseChangeRefusals,
+        (status = 400, description = "the id or a field is malformed, or the window is empty", body = ErrorBody),
+    )
+)]
 pub(crate) async fn add_step(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -321,7 +435,17 @@ pub(crate) async fn add_step(
     Ok((StatusCode::CREATED, Json(step.into())))
 }
 
-/// `GET /api/v1/cases/{id}/steps`.
+/// Steps of a case
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/steps",
+    tag = "cases",
+    params(CasePath),
+    responses(
+        (status = 200, description = "the steps", body = Vec<StepJson>),
+        CaseRefusals,
+    )
+)]
 pub(crate) async fn steps(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -331,11 +455,14 @@ pub(crate) async fn steps(
     Ok(Json(steps.into_iter().map(StepJson::from).collect()))
 }
 
-#[derive(Debug, Serialize)]
+/// Evidence linked to a case (and unlinked, in the history).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Link)]
 pub(crate) struct LinkJson {
     evidence_id: EvidenceId,
     #[serde(skip_serializing_if = "Option::is_none")]
     step_id: Option<StepId>,
+    /// What the footage shows for the case, e.g. `现场检查` or `on_site`.
     role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
@@ -365,15 +492,37 @@ impl From<LinkRecord> for LinkJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Evidence to link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewLink)]
 pub(crate) struct LinkBody {
+    #[schema(value_type = EvidenceId)]
     evidence_id: String,
+    /// The step it records, if one.
+    #[schema(value_type = Option<StepId>)]
     step_id: Option<String>,
+    /// What the footage shows for the case, e.g. `现场检查` or `on_site`.
     role: String,
     note: Option<String>,
 }
 
-/// `POST /api/v1/cases/{id}/links`: link evidence (a `link` ledger event).
+/// Link evidence to a case
+///
+/// A `link` event in the item's ledger history.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/links",
+    tag = "cases",
+    params(CasePath),
+    request_body = LinkBody,
+    responses(
+        (status = 201, description = "the link", body = LinkJson),
+        CaseChangeRefusals,
+        (status = 403, description = "the caller may not manage this case, or not see the evidence (audited)", body = ErrorBody),
+        (status = 404, description = "no such case, evidence or step", body = ErrorBody),
+        (status = 409, description = "the case is closed, or the evidence is linked already", body = ErrorBody),
+    )
+)]
 pub(crate) async fn link(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -401,13 +550,24 @@ pub(crate) async fn link(
     Ok((StatusCode::CREATED, Json(l.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LinksQuery {
     /// Include unlinked items, with who unlinked them and why.
     history: Option<bool>,
 }
 
-/// `GET /api/v1/cases/{id}/links?history=`.
+/// Evidence linked to a case
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/links",
+    tag = "cases",
+    params(CasePath, LinksQuery),
+    responses(
+        (status = 200, description = "the links", body = Vec<LinkJson>),
+        CaseRefusals,
+    )
+)]
 pub(crate) async fn links(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -421,12 +581,29 @@ pub(crate) async fn links(
     Ok(Json(l.into_iter().map(LinkJson::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+/// Why evidence is unlinked.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Unlink)]
 pub(crate) struct UnlinkBody {
     reason: String,
 }
 
-/// `DELETE /api/v1/cases/{id}/links/{evidence}` with `{"reason": …}` (an `unlink` ledger event).
+/// Unlink evidence from a case
+///
+/// An `unlink` event in the item's ledger history; the link stays in the case's link history with the
+/// reason.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cases/{id}/links/{evidence}",
+    tag = "cases",
+    params(CasePath, ("evidence" = EvidenceId, Path, description = "evidence id")),
+    request_body = UnlinkBody,
+    responses(
+        (status = 204, description = "unlinked"),
+        CaseChangeRefusals,
+        (status = 404, description = "no such case, or the evidence is not linked to it", body = ErrorBody),
+    )
+)]
 pub(crate) async fn unlink(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -444,16 +621,25 @@ pub(crate) async fn unlink(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// Why part of a step was not recorded.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewExplanation)]
 pub(crate) struct ExplainBody {
     /// The officer it concerns; absent for every officer of the step.
     badge: Option<String>,
+    /// RFC 3339 start of the unrecorded span.
+    #[schema(format = DateTime)]
     from: String,
+    /// RFC 3339 end of the unrecorded span.
+    #[schema(format = DateTime)]
     to: String,
+    /// E.g. a flat battery, or a conversation the law exempts from recording.
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A recorded explanation of a gap.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Explanation)]
 pub(crate) struct ExplanationJson {
     step_id: StepId,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -479,7 +665,22 @@ impl From<ExplanationRecord> for ExplanationJson {
     }
 }
 
-/// `POST /api/v1/cases/{id}/steps/{step}/explanations`: why part of a step was not recorded.
+/// Explain a recording gap
+///
+/// Why part of a step was not recorded; an explained gap no longer blocks review.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/steps/{step}/explanations",
+    tag = "cases",
+    params(CasePath, ("step" = StepId, Path, description = "step id")),
+    request_body = ExplainBody,
+    responses(
+        (status = 201, description = "the explanation", body = ExplanationJson),
+        CaseChangeRefusals,
+        (status = 400, description = "the id or a field is malformed, the span is empty, or the officer is not present at the step", body = ErrorBody),
+        (status = 404, description = "no such case or step", body = ErrorBody),
+    )
+)]
 pub(crate) async fn explain(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -500,8 +701,20 @@ pub(crate) async fn explain(
     Ok((StatusCode::CREATED, Json(x.into())))
 }
 
-/// `GET /api/v1/cases/{id}/coverage`: per step and officer, what linked recordings cover, the gaps, and
-/// unlinked footage that would fill them.
+/// Recording coverage of a case
+///
+/// Per step and officer: what linked recordings cover, the gaps, and unlinked footage that would fill
+/// them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cases/{id}/coverage",
+    tag = "cases",
+    params(CasePath),
+    responses(
+        (status = 200, description = "the coverage report", body = CoverageReport),
+        CaseRefusals,
+    )
+)]
 pub(crate) async fn coverage(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,

@@ -3,6 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custody_core::{ErrorCode, HasErrorCode};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answer: the shared error code as HTTP status, and a JSON body
 /// `{"error": {"code": "not_found", "message": "evidence … does not exist"}}`.
@@ -13,15 +14,29 @@ pub struct ApiError {
     message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer (4xx and 5xx).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// The error code shared with gRPC; the HTTP status follows from it.
+    #[schema(schema_with = error_codes)]
     code: &'a str,
+    /// What was wrong and what was expected, for people. An internal error says only that the server
+    /// log has the details.
     message: &'a str,
+}
+
+/// The `code` values: every [`ErrorCode`], by its JSON name.
+fn error_codes() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ErrorCode::ALL.map(ErrorCode::as_str)))
+        .build()
 }
 
 impl ApiError {
@@ -70,8 +85,8 @@ impl IntoResponse for ApiError {
         };
         (
             status,
-            Json(Body {
-                error: Inner {
+            Json(ErrorBody {
+                error: ErrorDetail {
                     code: self.code.as_str(),
                     message,
                 },

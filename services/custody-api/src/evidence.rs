@@ -1,6 +1,8 @@
 //! `/api/v1/evidence`: listing, metadata and content (with HTTP Range) of evidence. The content of an
 //! original is served only to a user holding a live approved download request (`requests`).
 
+use crate::error::ErrorBody;
+use crate::openapi::{DeletedBytes, EvidencePath, EvidenceRefusals, OriginalBytes, RangeHeader};
 use crate::{ApiError, ApiState, auth::Actor};
 use axum::Extension;
 use axum::Json;
@@ -14,40 +16,51 @@ use custody_core::{
 use custody_ingest::PageCursor;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only evidence from this recorder.
     device: Option<String>,
     /// Only evidence offloaded by this station.
     station: Option<String>,
     /// Capture start at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Capture start before this RFC 3339 time.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// Only evidence attributed to this officer (badge).
     officer: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// An evidence item: what was stored, from where, by whom, and what the media pipeline made of it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Evidence)]
 pub(crate) struct EvidenceJson {
     id: EvidenceId,
+    /// SHA-256 of the original, lowercase hex.
     sha256: String,
+    /// SM3 of the original (GB/T 32905), lowercase hex, when it was computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     sm3: Option<String>,
     size: u64,
     device_id: String,
     station_id: String,
     file_name: String,
+    #[schema(value_type = custody_core::MediaType)]
     media_type: &'static str,
     /// GA/T 947 importance mark: 1 normal, 2 medium, 3 important.
+    #[schema(minimum = 1, maximum = 3)]
     importance: u8,
     captured_at: Timestamp,
     ingested_at: Timestamp,
@@ -57,6 +70,7 @@ pub(crate) struct EvidenceJson {
     /// Legal hold, obstruction mark, retention class and, once its retention ended, the deletion (the
     /// bytes are then gone and `content_url` answers 410).
     retention: custody_core::RetentionMarks,
+    /// Where the original's bytes are served (an approved download request is needed).
     content_url: String,
     /// What the media pipeline found and made: probe result, how a browser shows it, derived files.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,7 +117,9 @@ async fn with_media(s: &ApiState, items: Vec<Evidence>) -> Result<Vec<EvidenceJs
         .collect())
 }
 
-#[derive(Debug, Serialize)]
+/// A page of evidence, newest capture first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EvidencePage)]
 pub(crate) struct ListJson {
     items: Vec<EvidenceJson>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -122,6 +138,22 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiErro
     .transpose()
 }
 
+/// List evidence
+///
+/// The evidence the caller may see (an officer their own recorders' footage, a case handler what their
+/// cases hold, supervisors and auditors everything), filtered and paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence",
+    operation_id = "list_evidence",
+    tag = "evidence",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of evidence", body = ListJson),
+        (status = 400, description = "a filter, the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller's roles see no evidence", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -179,6 +211,17 @@ pub(crate) async fn list(
     }))
 }
 
+/// One evidence item
+///
+/// Reading it is a `view` event in the item's ledger history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{id}",
+    operation_id = "get_evidence",
+    tag = "evidence",
+    params(EvidencePath),
+    responses((status = 200, description = "the item", body = EvidenceJson), EvidenceRefusals)
+)]
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -304,6 +347,22 @@ pub(crate) fn bytes_response<E: std::fmt::Display + Send + Sync + 'static>(
     resp
 }
 
+/// Download the original
+///
+/// The original's bytes, with HTTP Range. Needs a live download request approved by another supervisor
+/// (`/api/v1/requests`); the download is a ledger event written before the first byte leaves.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{id}/content",
+    tag = "evidence",
+    params(EvidencePath, RangeHeader),
+    responses(
+        OriginalBytes,
+        EvidenceRefusals,
+        (status = 403, description = "not the caller's to see, or no approved download request (audited)", body = ErrorBody),
+        DeletedBytes,
+    )
+)]
 pub(crate) async fn content(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,

@@ -5,6 +5,8 @@
 //! is open; the open handle keeps its bytes until the response ends.
 
 use crate::auth::Actor;
+use crate::error::ErrorBody;
+use crate::openapi::{Binary, CasePath, CaseRefusals};
 use crate::people::bad;
 use crate::{ApiError, ApiState};
 use axum::Extension;
@@ -16,7 +18,26 @@ use tokio::io::AsyncReadExt;
 
 const CHUNK: usize = 1 << 20;
 
-/// `POST /api/v1/cases/{id}/export`: needs read access to the case and a live approved export request.
+/// Export a case
+///
+/// The export package of a case as a ZIP download: linked originals, their ledger proofs, the case
+/// record and a manifest that `custody verify package` checks offline. Needs read access to the case and
+/// a live export request approved by another supervisor.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/export",
+    tag = "cases",
+    params(CasePath),
+    responses(
+        (status = 200, description = "the package", content_type = "application/zip", body = Binary, headers(
+            ("Content-Disposition" = String, description = "attachment; `custody-export-<case no>-<package id>.zip`"),
+            ("X-Custody-Package-Id" = String, description = "the package id, as in its manifest"),
+        )),
+        CaseRefusals,
+        (status = 403, description = "not the caller's to read, or no approved export request (audited)", body = ErrorBody),
+        (status = 409, description = "the case has no linked evidence to export", body = ErrorBody),
+    )
+)]
 pub(crate) async fn export(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,

@@ -1,6 +1,7 @@
 //! The HTTP edge of Custody (axum): the REST API under `/api/v1` (sessions, users, officers, cases,
-//! copy requests, evidence and its derived media, ledger, stations, telemetry), `/healthz`, `/readyz`
-//! and `/metrics`.
+//! copy requests, evidence and its derived media, ledger, stations, telemetry), its OpenAPI document at
+//! `/api/v1/openapi.json` (generated from the handlers, see [`openapi`]), `/healthz`, `/readyz` and
+//! `/metrics`.
 //!
 //! Handlers parse and answer; the work is done by service crates (`custody-ingest`, `custody-tracking`, `custody-media`, `custody-cases`). This crate never
 //! touches SQL or object storage directly, and turns every error into a response in one place
@@ -13,6 +14,7 @@ mod evidence;
 mod export;
 mod ledger;
 mod media;
+mod openapi;
 mod people;
 mod requests;
 mod retention;
@@ -23,16 +25,19 @@ pub use auth::Actor;
 pub use error::ApiError;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{Route, get, post};
 use custody_ingest::{Ingest, Stations};
 use custody_tracking::{Devices, Tracking};
+use error::ErrorBody;
 use prometheus_client::registry::Registry;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tower::{Layer, Service};
 use tower_http::trace::TraceLayer;
 
 /// What handlers share.
@@ -65,6 +70,21 @@ pub struct ApiState {
 
 /// The whole HTTP API.
 pub fn router(state: ApiState) -> Router {
+    let auth = axum::middleware::from_fn_with_state(state.clone(), auth::authenticate);
+    routes(auth).with_state(state)
+}
+
+/// Every route, the user-session ones behind `auth`. Apart from [`router`] so that a test can list the
+/// routes (and hold them against the OpenAPI document) without the services behind them. A route added
+/// here is added to [`openapi::ApiDoc`] too.
+fn routes<L>(auth: L) -> Router<ApiState>
+where
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+    <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
     let api = Router::new()
         .route("/evidence", get(evidence::list))
         .route("/evidence/{id}", get(evidence::get_one))
@@ -132,10 +152,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/requests/{id}/approve", post(requests::approve))
         .route("/requests/{id}/refuse", post(requests::refuse))
         .route("/requests/{id}/withdraw", post(requests::withdraw))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
+        .layer(auth)
         // Logging in is how a session starts.
         .route("/sessions", post(people::login))
         // The public ledger: proofs for outside verifiers need no credentials.
@@ -143,7 +160,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/ledger/proof/consistency", get(ledger::consistency))
         // Called by an external MQTT broker (EMQX HTTP authentication and authorization).
         .route("/mqtt/auth", post(telemetry::broker_auth))
-        .route("/mqtt/acl", post(telemetry::broker_acl));
+        .route("/mqtt/acl", post(telemetry::broker_acl))
+        // It describes the API; it holds no data.
+        .route("/openapi.json", get(openapi::document));
     Router::new()
         .route("/ledger/checkpoint", get(ledger::checkpoint))
         .route("/ledger/tile/{*rest}", get(ledger::tile))
@@ -153,7 +172,6 @@ pub fn router(state: ApiState) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for requests in flight.
@@ -205,10 +223,33 @@ pub(crate) async fn mqtt_registered(
         .map(|_| custody_mqtt::Principal::Device(id))
 }
 
+/// Liveness
+///
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    security(()),
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String))
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Readiness
+///
+/// The database and the object store answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    security(()),
+    responses(
+        (status = 200, description = "`ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "a backend does not answer; the message says which", body = ErrorBody),
+    )
+)]
 async fn readyz(State(s): State<ApiState>) -> Result<&'static str, ApiError> {
     s.ingest.ready().await.map_err(|e| {
         tracing::warn!(error = %e, "not ready");
@@ -217,6 +258,16 @@ async fn readyz(State(s): State<ApiState>) -> Result<&'static str, ApiError> {
     Ok("ready\n")
 }
 
+/// Prometheus metrics
+///
+/// In the OpenMetrics text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    security(()),
+    responses((status = 200, description = "the metrics", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
 async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &s.registry)

@@ -1,7 +1,11 @@
 //! Media in the API: the `media` object of evidence metadata, and the derived files
 //! (`/api/v1/evidence/{id}/poster`, `/thumbs`, `/proxy`, the proxy with HTTP Range).
 
+use crate::error::ErrorBody;
 use crate::evidence::{bytes_response, parse_id, range_or_refusal};
+use crate::openapi::{
+    DeletedBytes, EvidencePath, EvidenceRefusals, JpegBytes, Mp4Bytes, RangeHeader,
+};
 use crate::{ApiError, ApiState, auth::Actor};
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -11,14 +15,18 @@ use custody_core::media::{DerivedKind, MediaInfo, MediaJobKind, MediaState, Play
 use custody_core::{ErrorCode, EvidenceId, Timestamp};
 use custody_media::{DerivedRecord, EvidenceMedia};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// How a browser can show an item right now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = MediaView)]
 pub(crate) struct ViewJson {
     playable: bool,
     /// `original`, `proxy` or `image` (shown through its poster).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(original|proxy|image)$")]
     source: Option<&'static str>,
+    /// What to load: the original's content, the proxy or the poster.
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
     /// Why it is not playable, or why a proxy is used.
@@ -26,10 +34,13 @@ pub(crate) struct ViewJson {
     reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A file made from the original for viewing: a poster, a thumbnail strip or a browser proxy.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DerivedFile)]
 pub(crate) struct DerivedJson {
     kind: DerivedKind,
     url: String,
+    /// SHA-256 of the derived file, lowercase hex (also its ETag).
     sha256: String,
     size: u64,
     content_type: String,
@@ -44,7 +55,9 @@ pub(crate) struct DerivedJson {
     created_at: Timestamp,
 }
 
-#[derive(Debug, Serialize)]
+/// Where the browser proxy of an item stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProxyState)]
 pub(crate) struct ProxyJson {
     /// `not_needed`, `pending`, `ready` or `failed`.
     state: MediaState,
@@ -53,7 +66,8 @@ pub(crate) struct ProxyJson {
 }
 
 /// The `media` object of an evidence item.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Media)]
 pub(crate) struct MediaJson {
     /// `pending` (not probed yet), `ready` or `failed` (the file could not be read as media).
     state: MediaState,
@@ -175,6 +189,21 @@ impl MediaJson {
     }
 }
 
+/// Poster frame
+///
+/// One JPEG: a frame of a video, or a photo downscaled.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{id}/poster",
+    tag = "media",
+    params(EvidencePath, RangeHeader),
+    responses(
+        JpegBytes,
+        EvidenceRefusals,
+        DeletedBytes,
+        (status = 404, description = "no such evidence, or no poster for it (yet): the message says why", body = ErrorBody),
+    )
+)]
 pub(crate) async fn poster(
     state: State<ApiState>,
     actor: Extension<Actor>,
@@ -184,6 +213,21 @@ pub(crate) async fn poster(
     serve(state, actor, id, headers, DerivedKind::Poster).await
 }
 
+/// Thumbnail strip
+///
+/// One JPEG holding a row of small frames, evenly spaced through a video (tile sizes in the item's `media.derived[].detail`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{id}/thumbs",
+    tag = "media",
+    params(EvidencePath, RangeHeader),
+    responses(
+        JpegBytes,
+        EvidenceRefusals,
+        DeletedBytes,
+        (status = 404, description = "no such evidence, or no thumbnail strip for it (yet): the message says why", body = ErrorBody),
+    )
+)]
 pub(crate) async fn thumbs(
     state: State<ApiState>,
     actor: Extension<Actor>,
@@ -193,6 +237,21 @@ pub(crate) async fn thumbs(
     serve(state, actor, id, headers, DerivedKind::Thumbs).await
 }
 
+/// Browser proxy
+///
+/// H.264/AAC MP4 with fast-start, at most 720p, for originals a browser cannot play. Watching it is a `view` event in the ledger, once per playback.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{id}/proxy",
+    tag = "media",
+    params(EvidencePath, RangeHeader),
+    responses(
+        Mp4Bytes,
+        EvidenceRefusals,
+        DeletedBytes,
+        (status = 404, description = "no such evidence, or no proxy for it (yet): the message says why", body = ErrorBody),
+    )
+)]
 pub(crate) async fn proxy(
     state: State<ApiState>,
     actor: Extension<Actor>,

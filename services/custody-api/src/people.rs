@@ -2,6 +2,7 @@
 //! (`/officers`) and recorder check-outs (`/recorders/{device}/...`).
 
 use crate::auth::{Actor, SessionToken};
+use crate::error::ErrorBody;
 use crate::{ApiError, ApiState};
 use axum::Extension;
 use axum::Json;
@@ -12,6 +13,7 @@ use custody_cases::{NewUser, User};
 use custody_core::access::{Capability, Roles, Username};
 use custody_core::{BadgeNo, DeviceId, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -37,13 +39,17 @@ pub(crate) fn parse_time(field: &str, s: Option<&str>) -> Result<Option<Timestam
     .transpose()
 }
 
-#[derive(Debug, Serialize)]
+/// A user account.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub(crate) struct UserJson {
     username: String,
     display_name: String,
     roles: Roles,
+    /// The officer's badge number (警号), for a user who is an officer.
     #[serde(skip_serializing_if = "Option::is_none")]
     badge: Option<String>,
+    /// When the account was disabled; absent while it may log in.
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_at: Option<Timestamp>,
 }
@@ -60,13 +66,17 @@ impl UserJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A user name and password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Login)]
 pub(crate) struct LoginBody {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+/// A new session.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
 pub(crate) struct SessionJson {
     /// Send as `Authorization: Bearer <token>`; shown once.
     token: String,
@@ -74,7 +84,22 @@ pub(crate) struct SessionJson {
     user: UserJson,
 }
 
-/// `POST /api/v1/sessions`: log in with a user name and password.
+/// Log in
+///
+/// Starts a session with a user name and password. The token in the answer goes in
+/// `Authorization: Bearer <token>` on every other `/api/v1` request.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions",
+    tag = "sessions",
+    security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 201, description = "the session", body = SessionJson),
+        (status = 400, description = "the body is malformed", body = ErrorBody),
+        (status = 401, description = "wrong user name or password, or the account is disabled (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn login(
     State(s): State<ApiState>,
     Json(b): Json<LoginBody>,
@@ -90,7 +115,15 @@ pub(crate) async fn login(
     ))
 }
 
-/// `DELETE /api/v1/sessions/current`: log out.
+/// Log out
+///
+/// Ends the session whose token the request carries.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/current",
+    tag = "sessions",
+    responses((status = 204, description = "the session has ended"))
+)]
 pub(crate) async fn logout(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -100,22 +133,48 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/me`: who the token belongs to.
+/// Who am I
+///
+/// The user the token belongs to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "sessions",
+    responses((status = 200, description = "the caller's account", body = UserJson))
+)]
 pub(crate) async fn me(Extension(actor): Extension<Actor>) -> Json<UserJson> {
     Json(UserJson::new(actor.user(), None))
 }
 
-#[derive(Debug, Deserialize)]
+/// An account to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewUser)]
 pub(crate) struct NewUserBody {
     username: String,
     display_name: String,
     /// Role names, e.g. `["case_handler"]`.
+    #[schema(value_type = Vec<custody_core::access::Role>)]
     roles: Vec<String>,
+    /// The officer's badge number (警号), for a user who is an officer.
     badge: Option<String>,
     password: String,
 }
 
-/// `POST /api/v1/users` (admin).
+/// Create a user
+///
+/// Admins only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "people",
+    request_body = NewUserBody,
+    responses(
+        (status = 201, description = "the account", body = UserJson),
+        (status = 400, description = "a field is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is not an admin (audited)", body = ErrorBody),
+        (status = 409, description = "the user name is taken", body = ErrorBody),
+    )
+)]
 pub(crate) async fn add_user(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -147,15 +206,21 @@ pub(crate) async fn add_user(
     Ok((StatusCode::CREATED, Json(UserJson::new(&user, None))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Page<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
@@ -179,7 +244,20 @@ impl<T> Page<T> {
     }
 }
 
-/// `GET /api/v1/users` (admin, auditor).
+/// List users
+///
+/// Admins and auditors; by user name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "people",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "a page of accounts", body = Page<UserJson>),
+        (status = 400, description = "the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is neither admin nor auditor (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list_users(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -201,16 +279,34 @@ pub(crate) async fn list_users(
     )))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to an account; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct UserPatch {
+    #[schema(value_type = Option<Vec<custody_core::access::Role>>)]
     roles: Option<Vec<String>>,
     /// `""` removes the badge.
     badge: Option<String>,
     password: Option<String>,
+    /// Disabling ends the account's sessions and stops it logging in.
     disabled: Option<bool>,
 }
 
-/// `PATCH /api/v1/users/{name}` (admin).
+/// Change a user
+///
+/// Admins only.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{name}",
+    tag = "people",
+    params(("name" = String, Path, description = "user name")),
+    request_body = UserPatch,
+    responses(
+        (status = 200, description = "the account, changed", body = UserJson),
+        (status = 400, description = "a field is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is not an admin (audited)", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    )
+)]
 pub(crate) async fn update_user(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -254,24 +350,35 @@ pub(crate) async fn update_user(
     Ok(Json(UserJson::new(&user, disabled)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
+    /// Only records of this actor, e.g. `user:alice`.
     actor: Option<String>,
+    /// Only records about this target, e.g. `case:<id>`.
     target: Option<String>,
     /// `ok`, `denied` or `failed`.
+    #[param(pattern = "^(ok|denied|failed)$")]
     outcome: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A record of the security audit log.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditRecord)]
 pub(crate) struct AuditJson {
     id: i64,
     at: Timestamp,
     actor: String,
+    /// E.g. `evidence.download`, `user.create`.
     action: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<String>,
+    /// `ok`, `denied` or `failed`.
     outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
@@ -291,7 +398,20 @@ impl From<AuditRecord> for AuditJson {
     }
 }
 
-/// `GET /api/v1/audit`: the security audit log, newest first (auditor, admin).
+/// The audit log
+///
+/// The security audit log, newest first. Auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "people",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "a page of audit records", body = Page<AuditJson>),
+        (status = 400, description = "a filter, the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is neither auditor nor admin (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn audit_log(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -331,8 +451,11 @@ pub(crate) async fn audit_log(
     )))
 }
 
-#[derive(Debug, Serialize)]
+/// An officer of the registry.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Officer)]
 pub(crate) struct OfficerJson {
+    /// Badge number (警号).
     badge: String,
     name: String,
     unit: String,
@@ -352,13 +475,29 @@ impl From<OfficerRecord> for OfficerJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// An officer's name and unit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = OfficerDetails)]
 pub(crate) struct OfficerBody {
     name: String,
     unit: String,
 }
 
-/// `PUT /api/v1/officers/{badge}`: register or correct an officer (admin).
+/// Register or correct an officer
+///
+/// Admins only.
+#[utoipa::path(
+    put,
+    path = "/api/v1/officers/{badge}",
+    tag = "people",
+    params(("badge" = BadgeNo, Path, description = "badge number (警号)")),
+    request_body = OfficerBody,
+    responses(
+        (status = 200, description = "the officer", body = OfficerJson),
+        (status = 400, description = "a field is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is not an admin (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn put_officer(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -373,7 +512,19 @@ pub(crate) async fn put_officer(
     Ok(Json(o.into()))
 }
 
-/// `GET /api/v1/officers/{badge}`.
+/// One officer
+#[utoipa::path(
+    get,
+    path = "/api/v1/officers/{badge}",
+    tag = "people",
+    params(("badge" = BadgeNo, Path, description = "badge number (警号)")),
+    responses(
+        (status = 200, description = "the officer", body = OfficerJson),
+        (status = 400, description = "the badge number is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not read the registry (audited)", body = ErrorBody),
+        (status = 404, description = "no such officer", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_officer(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -383,7 +534,20 @@ pub(crate) async fn get_officer(
     Ok(Json(s.officers.get(actor.user(), &badge).await?.into()))
 }
 
-/// `GET /api/v1/officers?limit=&cursor=`.
+/// List officers
+///
+/// By badge number.
+#[utoipa::path(
+    get,
+    path = "/api/v1/officers",
+    tag = "people",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "a page of officers", body = Page<OfficerJson>),
+        (status = 400, description = "the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not read the registry (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list_officers(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -400,7 +564,9 @@ pub(crate) async fn list_officers(
     )))
 }
 
-#[derive(Debug, Serialize)]
+/// A check-out of the register: who held a recorder, from when until when.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Checkout)]
 pub(crate) struct CheckoutJson {
     id: i64,
     device_id: String,
@@ -430,15 +596,35 @@ impl From<CheckoutRecord> for CheckoutJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// An officer taking a recorder.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewCheckout)]
 pub(crate) struct CheckoutBody {
+    /// Badge number (警号) of the officer.
     badge: String,
     /// RFC 3339; now when absent (a check-out entered afterwards names its real time).
+    #[schema(format = DateTime)]
     at: Option<String>,
     note: Option<String>,
 }
 
-/// `POST /api/v1/recorders/{device}/checkout`: an officer takes a recorder (领用).
+/// Check a recorder out
+///
+/// An officer takes a recorder (领用); footage it records from then on is attributed to them.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recorders/{device}/checkout",
+    tag = "people",
+    params(("device" = DeviceId, Path, description = "the recorder's serial number")),
+    request_body = CheckoutBody,
+    responses(
+        (status = 201, description = "the check-out", body = CheckoutJson),
+        (status = 400, description = "a field is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is not an admin (audited)", body = ErrorBody),
+        (status = 404, description = "no such officer", body = ErrorBody),
+        (status = 409, description = "the recorder is checked out already, or the time overlaps another check-out", body = ErrorBody),
+    )
+)]
 pub(crate) async fn checkout(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -455,12 +641,32 @@ pub(crate) async fn checkout(
     Ok((StatusCode::CREATED, Json(c.into())))
 }
 
-#[derive(Debug, Deserialize)]
+/// A recorder coming back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = RecorderReturn)]
 pub(crate) struct ReturnBody {
+    /// RFC 3339; now when absent.
+    #[schema(format = DateTime)]
     at: Option<String>,
 }
 
-/// `POST /api/v1/recorders/{device}/return`: the recorder comes back (归还).
+/// Return a recorder
+///
+/// The recorder comes back (归还): its open check-out ends.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recorders/{device}/return",
+    tag = "people",
+    params(("device" = DeviceId, Path, description = "the recorder's serial number")),
+    request_body = ReturnBody,
+    responses(
+        (status = 200, description = "the check-out, ended", body = CheckoutJson),
+        (status = 400, description = "a field is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is not an admin (audited)", body = ErrorBody),
+        (status = 404, description = "the recorder is not checked out", body = ErrorBody),
+        (status = 409, description = "the return time is before the check-out", body = ErrorBody),
+    )
+)]
 pub(crate) async fn return_recorder(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -477,15 +683,34 @@ pub(crate) async fn return_recorder(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CheckoutQuery {
+    /// Only check-outs of this recorder.
     device: Option<String>,
+    /// Only check-outs by this officer.
     badge: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /api/v1/checkouts?device=&badge=`: the register, newest first.
+/// The check-out register
+///
+/// Newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/checkouts",
+    tag = "people",
+    params(CheckoutQuery),
+    responses(
+        (status = 200, description = "a page of check-outs", body = Page<CheckoutJson>),
+        (status = 400, description = "a filter, the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not read the register, except an officer their own check-outs (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn checkouts(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,

@@ -2,6 +2,7 @@
 //! supervisor other than the requester approves or refuses; the requester may withdraw a pending one.
 
 use crate::auth::Actor;
+use crate::error::ErrorBody;
 use crate::people::{Page, bad, limit};
 use crate::{ApiError, ApiState};
 use axum::Extension;
@@ -12,22 +13,29 @@ use custody_cases::{RequestQuery, RequestRecord};
 use custody_core::request::{CopyKind, CopyTarget, RequestState};
 use custody_core::{CaseId, EvidenceId, RequestId, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 fn request_id(s: &str) -> Result<RequestId, ApiError> {
     RequestId::parse(s).map_err(bad)
 }
 
-#[derive(Debug, Serialize)]
+/// A request for a copy: to download an original, or to export a case.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CopyRequest)]
 pub(crate) struct RequestJson {
     id: RequestId,
     kind: CopyKind,
+    /// The original asked for (`download`).
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence_id: Option<EvidenceId>,
+    /// The case asked for (`export`).
     #[serde(skip_serializing_if = "Option::is_none")]
     case_id: Option<CaseId>,
+    /// User name of who asked.
     requester: String,
     reason: String,
     state: RequestState,
+    /// User name of the supervisor who approved or refused it.
     #[serde(skip_serializing_if = "Option::is_none")]
     decided_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,16 +67,38 @@ impl From<RequestRecord> for RequestJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A copy to ask for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewCopyRequest)]
 pub(crate) struct NewRequestBody {
     /// `download` (with `evidence_id`) or `export` (with `case_id`).
+    #[schema(value_type = CopyKind)]
     kind: String,
+    #[schema(value_type = Option<EvidenceId>)]
     evidence_id: Option<String>,
+    #[schema(value_type = Option<CaseId>)]
     case_id: Option<String>,
+    /// Why the copy is needed; the approver reads it.
     reason: String,
 }
 
-/// `POST /api/v1/requests`: ask for a copy.
+/// Ask for a copy
+///
+/// Approval before copy: an original leaves, or a case is exported, only on a request approved by a
+/// supervisor other than the requester.
+#[utoipa::path(
+    post,
+    path = "/api/v1/requests",
+    operation_id = "create_request",
+    tag = "requests",
+    request_body = NewRequestBody,
+    responses(
+        (status = 201, description = "the request, pending", body = RequestJson),
+        (status = 400, description = "a field is malformed, or the kind and the id do not go together", body = ErrorBody),
+        (status = 403, description = "the caller may not ask for this copy (audited)", body = ErrorBody),
+        (status = 404, description = "no such evidence or case", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -98,19 +128,37 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(r.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only requests in this state.
+    #[param(value_type = Option<RequestState>)]
     state: Option<String>,
     /// Only the caller's own requests.
     mine: Option<bool>,
     /// Only pending requests of others that the caller may decide.
     awaiting: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /api/v1/requests?state=&mine=&awaiting=&limit=&cursor=`: newest first. Supervisors and auditors
-/// see everyone's, others their own.
+/// List copy requests
+///
+/// Newest first. Supervisors and auditors see everyone's, others their own.
+#[utoipa::path(
+    get,
+    path = "/api/v1/requests",
+    operation_id = "list_requests",
+    tag = "requests",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of requests", body = Page<RequestJson>),
+        (status = 400, description = "a filter, the limit or the cursor is malformed", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -156,7 +204,20 @@ pub(crate) async fn list(
     )))
 }
 
-/// `GET /api/v1/requests/{id}`.
+/// One copy request
+#[utoipa::path(
+    get,
+    path = "/api/v1/requests/{id}",
+    operation_id = "get_request",
+    tag = "requests",
+    params(("id" = RequestId, Path, description = "request id")),
+    responses(
+        (status = 200, description = "the request", body = RequestJson),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 403, description = "not the caller's to read (audited)", body = ErrorBody),
+        (status = 404, description = "no such request", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -167,12 +228,30 @@ pub(crate) async fn get_one(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// A decision's note: optional for an approval, the reason for a refusal.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Decision)]
 pub(crate) struct DecisionBody {
     note: Option<String>,
 }
 
-/// `POST /api/v1/requests/{id}/approve` `{"note"?}`: a supervisor other than the requester.
+/// Approve a copy request
+///
+/// A supervisor other than the requester. The approval opens copies until `expires_at`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/requests/{id}/approve",
+    tag = "requests",
+    params(("id" = RequestId, Path, description = "request id")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "the request, approved", body = RequestJson),
+        (status = 400, description = "the id or the note is malformed", body = ErrorBody),
+        (status = 403, description = "the caller is not a supervisor, or is the requester (audited)", body = ErrorBody),
+        (status = 404, description = "no such request", body = ErrorBody),
+        (status = 409, description = "the request is no longer pending", body = ErrorBody),
+    )
+)]
 pub(crate) async fn approve(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -186,7 +265,23 @@ pub(crate) async fn approve(
     Ok(Json(r.into()))
 }
 
-/// `POST /api/v1/requests/{id}/refuse` `{"note"}`: a supervisor other than the requester, saying why.
+/// Refuse a copy request
+///
+/// A supervisor other than the requester, saying why in `note`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/requests/{id}/refuse",
+    tag = "requests",
+    params(("id" = RequestId, Path, description = "request id")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "the request, refused", body = RequestJson),
+        (status = 400, description = "the id is malformed, or the note is missing", body = ErrorBody),
+        (status = 403, description = "the caller is not a supervisor, or is the requester (audited)", body = ErrorBody),
+        (status = 404, description = "no such request", body = ErrorBody),
+        (status = 409, description = "the request is no longer pending", body = ErrorBody),
+    )
+)]
 pub(crate) async fn refuse(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -203,7 +298,22 @@ pub(crate) async fn refuse(
     Ok(Json(r.into()))
 }
 
-/// `POST /api/v1/requests/{id}/withdraw`: the requester takes back a pending request.
+/// Withdraw a copy request
+///
+/// The requester takes back a pending request.
+#[utoipa::path(
+    post,
+    path = "/api/v1/requests/{id}/withdraw",
+    tag = "requests",
+    params(("id" = RequestId, Path, description = "request id")),
+    responses(
+        (status = 200, description = "the request, withdrawn", body = RequestJson),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 403, description = "the caller is not the requester (audited)", body = ErrorBody),
+        (status = 404, description = "no such request", body = ErrorBody),
+        (status = 409, description = "the request is no longer pending", body = ErrorBody),
+    )
+)]
 pub(crate) async fn withdraw(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,

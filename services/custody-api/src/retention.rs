@@ -3,7 +3,9 @@
 //! (obstruction of duty, a retention class). Deleted items answer 410 on their content routes.
 
 use crate::auth::Actor;
+use crate::error::ErrorBody;
 use crate::evidence::parse_id;
+use crate::openapi::{DeletedBytes, EvidencePath, EvidenceRefusals};
 use crate::{ApiError, ApiState};
 use axum::Extension;
 use axum::Json;
@@ -12,13 +14,15 @@ use custody_cases::Retention;
 use custody_core::retention::Decision;
 use custody_core::{EvidenceId, RetentionMarks, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 /// How long an item is kept, as of now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RetentionJson {
     evidence_id: EvidenceId,
     /// `until` (kept at least until `until`), `forever` (while `reason` holds), `due` (its time is
     /// over; the retention worker deletes its bytes at its next pass) or `deleted`.
+    #[schema(value_type = String, pattern = "^(until|forever|due|deleted)$")]
     keep: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<Timestamp>,
@@ -55,6 +59,17 @@ async fn current(
     Ok(answer(e, d))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{id}/retention",
+    operation_id = "get_retention",
+    tag = "evidence",
+    params(EvidencePath),
+    responses(
+        (status = 200, description = "how long the item is kept and why, with its marks", body = RetentionJson),
+        EvidenceRefusals,
+    )
+)]
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -68,13 +83,27 @@ pub(crate) async fn get_one(
     Ok(Json(current(&s.retention, e).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HoldBody {
     /// Why the item must be kept (诉讼保全, 复议, 信访 ...).
     reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/evidence/{id}/hold",
+    operation_id = "place_legal_hold",
+    tag = "evidence",
+    params(EvidencePath),
+    request_body = HoldBody,
+    responses(
+        (status = 200, description = "held: kept whatever its age until released (a legal_hold ledger event)", body = RetentionJson),
+        EvidenceRefusals,
+        (status = 403, description = "only supervisors place holds, on what they can see (audited)", body = ErrorBody),
+        DeletedBytes,
+    )
+)]
 pub(crate) async fn hold(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -89,13 +118,28 @@ pub(crate) async fn hold(
     Ok(Json(current(&s.retention, e).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReleaseBody {
     /// Why the hold ends.
     note: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/evidence/{id}/release",
+    operation_id = "release_legal_hold",
+    tag = "evidence",
+    params(EvidencePath),
+    request_body = ReleaseBody,
+    responses(
+        (status = 200, description = "released (a legal_hold ledger event); retention applies again", body = RetentionJson),
+        EvidenceRefusals,
+        (status = 403, description = "only supervisors release holds (audited)", body = ErrorBody),
+        (status = 409, description = "the item is not on hold", body = ErrorBody),
+        DeletedBytes,
+    )
+)]
 pub(crate) async fn release(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -117,7 +161,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MarksBody {
     /// Shows obstruction of duty (妨碍执法): kept for the configured period (for ever by default).
@@ -125,9 +169,25 @@ pub(crate) struct MarksBody {
     obstruction: Option<bool>,
     /// A configured retention class, or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     class: Option<Option<String>>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/evidence/{id}/retention",
+    operation_id = "set_retention_marks",
+    tag = "evidence",
+    params(EvidencePath),
+    request_body = MarksBody,
+    responses(
+        (status = 200, description = "marked (in the audit log)", body = RetentionJson),
+        EvidenceRefusals,
+        (status = 400, description = "neither field given, or the class is not configured (the message lists the known ones)", body = ErrorBody),
+        (status = 403, description = "marking needs a case handler or supervisor; clearing a mark a supervisor (audited)", body = ErrorBody),
+        DeletedBytes,
+    )
+)]
 pub(crate) async fn set_marks(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,

@@ -1,6 +1,7 @@
 //! `/api/v1/stations`: docking stations with their newest heartbeat and slot status, for the command
 //! centre. Status arrives over MQTT; these routes only read it.
 
+use crate::error::ErrorBody;
 use crate::{ApiError, ApiState};
 use axum::Extension;
 use axum::Json;
@@ -8,19 +9,24 @@ use axum::extract::{Path, Query, State};
 use custody_core::StationId;
 use custody_ingest::StationView;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page (the last station id it held).
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of stations, by id.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = StationPage)]
 pub(crate) struct ListJson {
     items: Vec<StationView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -28,6 +34,21 @@ pub(crate) struct ListJson {
     next_cursor: Option<String>,
 }
 
+/// List docking stations
+///
+/// By id, with each one's newest heartbeat and slot report. Admins, auditors and commanders.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stations",
+    operation_id = "list_stations",
+    tag = "stations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of stations", body = ListJson),
+        (status = 400, description = "the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not read stations (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -68,6 +89,20 @@ pub(crate) async fn list(
     Ok(Json(ListJson { items, next_cursor }))
 }
 
+/// One docking station
+#[utoipa::path(
+    get,
+    path = "/api/v1/stations/{id}",
+    operation_id = "get_station",
+    tag = "stations",
+    params(("id" = StationId, Path, description = "station id")),
+    responses(
+        (status = 200, description = "the station", body = StationView),
+        (status = 400, description = "the id is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not read stations (audited)", body = ErrorBody),
+        (status = 404, description = "no such station", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_one(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,

@@ -5,6 +5,7 @@
 //! Coordinates are stored and accepted in WGS-84. Every route that returns or takes coordinates also
 //! accepts `crs=gcj02` for Chinese base maps (AMap, Tencent), converting on the way out (and in).
 
+use crate::error::ErrorBody;
 use crate::{ApiError, ApiState};
 use axum::Extension;
 use axum::Json;
@@ -20,9 +21,11 @@ use custody_tracking::{LiveFilter, Nearby, Watched};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
-/// The coordinate system of a request's coordinates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// The coordinate system of a request's coordinates: `wgs84` (GNSS, the default) or `gcj02` (Chinese
+/// base maps such as AMap and Tencent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Crs {
     #[default]
@@ -117,22 +120,41 @@ fn bbox(s: &str, crs: Crs) -> Result<BBox, ApiError> {
 
 // ---------------------------------------------------------------------------------------------- live
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LiveQuery {
     /// Comma-separated device ids; all when absent.
     devices: Option<String>,
     /// Only positions inside `minLon,minLat,maxLon,maxLat`.
     bbox: Option<String>,
+    /// The CRS of `bbox` and of the coordinates sent.
     #[serde(default)]
     crs: Crs,
     /// Send the latest position of every matching device first (default true).
     snapshot: Option<bool>,
 }
 
-/// `GET /api/v1/live` (WebSocket): a JSON text message per event: `{"type":"position",...}`,
-/// `alarm`, `status`, `fence`, and `{"type":"lagged","missed":N}` when this client read too slowly
-/// and lost N events. The first message is `{"type":"snapshot","positions":[...]}` unless
-/// `snapshot=false`.
+/// Live feed (WebSocket)
+///
+/// A WebSocket with a JSON text message per event: `{"type":"position",...}` (a `Position`),
+/// `alarm` (an `Alarm`), `status` (a device's self-reported status), `fence` (a `FenceEvent` with
+/// `fence_name`), and `{"type":"lagged","missed":N}` when this client read too slowly and lost N events.
+/// The first message is `{"type":"snapshot","crs":...,"positions":[...]}` unless `snapshot=false`.
+/// Commanders, auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/live",
+    tag = "telemetry",
+    params(
+        LiveQuery,
+        ("access_token" = Option<String>, Query, description = "the session token, for browsers, which cannot set headers on a WebSocket; instead of `Authorization: Bearer`"),
+    ),
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, description = "a filter is malformed, or the request is not a WebSocket upgrade", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn live(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -232,23 +254,43 @@ async fn feed(
 
 // ------------------------------------------------------------------------------- latest and nearest
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LatestQuery {
+    /// Only devices inside `minLon,minLat,maxLon,maxLat` (in `crs`).
     bbox: Option<String>,
     /// Only fixes newer than this (e.g. `10m`).
     max_age: Option<String>,
+    /// The CRS of `bbox` and of the answer.
     #[serde(default)]
     crs: Crs,
 }
 
-#[derive(Debug, Serialize)]
+/// The newest fix of every device.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LatestPositions)]
 pub(crate) struct LatestJson {
+    /// The CRS of the coordinates.
+    #[schema(value_type = Crs)]
     crs: &'static str,
     count: usize,
     items: Vec<Position>,
 }
 
-/// `GET /api/v1/positions/latest`: the newest fix of every device.
+/// Latest positions
+///
+/// The newest fix of every device. Commanders, auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/positions/latest",
+    tag = "telemetry",
+    params(LatestQuery),
+    responses(
+        (status = 200, description = "the positions", body = LatestJson),
+        (status = 400, description = "bbox or max_age is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn latest(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -280,26 +322,47 @@ pub(crate) async fn latest(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct NearestQuery {
+    /// Latitude of the point, degrees (in `crs`).
     lat: f64,
+    /// Longitude of the point, degrees (in `crs`).
     lon: f64,
     /// How many (1 to 1000, default 5).
     n: Option<usize>,
     /// Skip devices whose newest fix is older than this (default 10m).
     max_age: Option<String>,
+    /// The CRS of the point and of the answer.
     #[serde(default)]
     crs: Crs,
 }
 
-#[derive(Debug, Serialize)]
+/// The devices nearest to a point, nearest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NearestDevices)]
 pub(crate) struct NearestJson {
+    /// The CRS of the coordinates.
+    #[schema(value_type = Crs)]
     crs: &'static str,
     items: Vec<Nearby>,
 }
 
-/// `GET /api/v1/officers/nearest?lat=&lon=&n=`: the devices nearest to a point, nearest first, with
-/// their great-circle distance in metres.
+/// Nearest officers
+///
+/// The devices nearest to a point, nearest first, with their great-circle distance in metres.
+/// Commanders, auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/officers/nearest",
+    tag = "telemetry",
+    params(NearestQuery),
+    responses(
+        (status = 200, description = "the nearest devices", body = NearestJson),
+        (status = 400, description = "the point, n or max_age is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn nearest(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -341,34 +404,151 @@ pub(crate) async fn nearest(
 
 // ------------------------------------------------------------------------------------------- tracks
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TrackQuery {
+    /// RFC 3339 start of the time range.
+    #[param(format = DateTime)]
     from: String,
+    /// RFC 3339 end of the time range.
+    #[param(format = DateTime)]
     to: String,
     /// Douglas–Peucker tolerance in metres (0 or absent: every point).
     simplify: Option<f64>,
     /// Drop GPS jitter (inaccurate fixes and moves under 5 m) before measuring (default true).
     jitter: Option<bool>,
-    /// Stop detection: radius in metres (default 30) and minimum duration (default 2m).
+    /// Stop detection: radius in metres (default 30).
     stop_radius: Option<f64>,
+    /// Stop detection: minimum duration (default 2m).
     stop_min: Option<String>,
     /// Most fixes read (default and maximum 200 000).
+    #[param(minimum = 1, maximum = 200000)]
     limit: Option<u32>,
+    /// The CRS of the answer.
     #[serde(default)]
     crs: Crs,
 }
 
+/// A track as a GeoJSON FeatureCollection (RFC 7946): the track as a LineString feature first, then
+/// each stop as a Point feature.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Track)]
+pub(crate) struct TrackJson {
+    /// `FeatureCollection`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    features: Vec<TrackFeature>,
+}
+
+/// A feature of a track: the line, or a stop.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum TrackFeature {
+    Line(LineFeature),
+    Stop(StopFeature),
+}
+
+/// The track as a GeoJSON LineString feature.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LineFeature {
+    /// `Feature`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    geometry: LineString,
+    properties: LineProperties,
+}
+
+/// A GeoJSON LineString: `[lon, lat]` positions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LineString {
+    /// `LineString`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    coordinates: Vec<[f64; 2]>,
+}
+
+/// What the track line says about itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LineProperties {
+    /// `track`.
+    kind: &'static str,
+    device_id: DeviceId,
+    from: Timestamp,
+    to: Timestamp,
+    /// The CRS of the coordinates.
+    #[schema(value_type = Crs)]
+    crs: &'static str,
+    /// Distance travelled in metres (patrol mileage, 巡查里程), after the jitter filter.
+    distance_m: f64,
+    /// Fixes read.
+    points_stored: usize,
+    /// Fixes left after the jitter filter.
+    points_after_jitter: usize,
+    /// Fixes in the line, after simplification.
+    points: usize,
+    /// The limit cut the fixes read short.
+    truncated: bool,
+    /// The time of each position of the line.
+    times: Vec<Timestamp>,
+}
+
+/// A stop as a GeoJSON Point feature.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StopFeature {
+    /// `Feature`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    geometry: Point,
+    properties: StopProperties,
+}
+
+/// A GeoJSON Point: `[lon, lat]`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Point {
+    /// `Point`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    coordinates: [f64; 2],
+}
+
+/// What a stop says about itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StopProperties {
+    /// `stop`.
+    kind: &'static str,
+    /// Time of the stop's first fix.
+    start: Timestamp,
+    /// Time of the stop's last fix.
+    end: Timestamp,
+    duration_s: f64,
+    /// How many fixes the stop is made of.
+    points: usize,
+}
+
 const TRACK_MAX: u32 = 200_000;
 
-/// `GET /api/v1/devices/{id}/track?from=&to=`: a GeoJSON FeatureCollection with the track as a
-/// LineString (properties: distance travelled in metres — patrol mileage 巡查里程 —, point counts,
-/// fix times) and each stop as a Point.
+/// Track of a device
+///
+/// A GeoJSON FeatureCollection with the track as a LineString (properties: distance travelled in
+/// metres — patrol mileage 巡查里程 —, point counts, fix times) and each stop as a Point. Commanders,
+/// auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/track",
+    tag = "telemetry",
+    params(("id" = DeviceId, Path, description = "the recorder's serial number"), TrackQuery),
+    responses(
+        (status = 200, description = "the track", body = TrackJson, content_type = "application/geo+json"),
+        (status = 400, description = "a parameter is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn track(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
     Path(id): Path<String>,
     Query(q): Query<TrackQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TrackJson>, ApiError> {
     actor
         .require(
             &s,
@@ -417,62 +597,75 @@ pub(crate) async fn track(
     let shown = track::simplify(&filtered, tolerance);
     let coord = |lat: f64, lon: f64| {
         let (lat, lon) = q.crs.out(lat, lon);
-        json!([lon, lat])
+        [lon, lat]
     };
-    let mut features = vec![json!({
-        "type": "Feature",
-        "geometry": {
-            "type": "LineString",
-            "coordinates": shown.iter().map(|p| coord(p.lat, p.lon)).collect::<Vec<_>>(),
+    let mut features = vec![TrackFeature::Line(LineFeature {
+        kind: "Feature",
+        geometry: LineString {
+            kind: "LineString",
+            coordinates: shown.iter().map(|p| coord(p.lat, p.lon)).collect(),
         },
-        "properties": {
-            "kind": "track",
-            "device_id": dev,
-            "from": from,
-            "to": to,
-            "crs": q.crs.name(),
-            "distance_m": distance_m,
-            "points_stored": raw.len(),
-            "points_after_jitter": filtered.len(),
-            "points": shown.len(),
-            "truncated": raw.len() as u32 >= limit,
-            "times": shown.iter().map(|p| p.t).collect::<Vec<_>>(),
+        properties: LineProperties {
+            kind: "track",
+            points_stored: raw.len(),
+            points_after_jitter: filtered.len(),
+            points: shown.len(),
+            truncated: raw.len() as u32 >= limit,
+            times: shown.iter().map(|p| p.t).collect(),
+            device_id: dev,
+            from,
+            to,
+            crs: q.crs.name(),
+            distance_m,
         },
     })];
-    for st in &stops {
-        features.push(json!({
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": coord(st.lat, st.lon)},
-            "properties": {
-                "kind": "stop",
-                "start": st.start,
-                "end": st.end,
-                "duration_s": (st.end.unix_micros() - st.start.unix_micros()) as f64 / 1e6,
-                "points": st.points,
+    features.extend(stops.iter().map(|st| {
+        TrackFeature::Stop(StopFeature {
+            kind: "Feature",
+            geometry: Point {
+                kind: "Point",
+                coordinates: coord(st.lat, st.lon),
             },
-        }));
-    }
-    Ok(Json(
-        json!({"type": "FeatureCollection", "features": features}),
-    ))
+            properties: StopProperties {
+                kind: "stop",
+                start: st.start,
+                end: st.end,
+                duration_s: (st.end.unix_micros() - st.start.unix_micros()) as f64 / 1e6,
+                points: st.points,
+            },
+        })
+    }));
+    Ok(Json(TrackJson {
+        kind: "FeatureCollection",
+        features,
+    }))
 }
 
 // ------------------------------------------------------------------------------------------- alarms
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AlarmsQuery {
     /// Only unacknowledged alarms (default false).
     open: Option<bool>,
+    /// Only alarms of this recorder.
     device_id: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// The CRS of the answer.
     #[serde(default)]
     crs: Crs,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of alarms, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AlarmPage)]
 pub(crate) struct AlarmsJson {
     items: Vec<Alarm>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
 }
@@ -485,7 +678,20 @@ fn alarm_out(mut a: Alarm, crs: Crs) -> Alarm {
     a
 }
 
-/// `GET /api/v1/alarms`: newest first, paged.
+/// List alarms
+///
+/// SOS alarms raised by recorders, newest first. Commanders, auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms",
+    tag = "telemetry",
+    params(AlarmsQuery),
+    responses(
+        (status = 200, description = "a page of alarms", body = AlarmsJson),
+        (status = 400, description = "a filter, the limit or the cursor is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn alarms(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -546,6 +752,21 @@ fn custody_store_cursor(t: i64, id: AlarmId) -> custody_tracking::AlarmCursor {
     }
 }
 
+/// One alarm
+///
+/// Commanders, auditors and admins. Coordinates are WGS-84.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms/{id}",
+    tag = "telemetry",
+    params(("id" = AlarmId, Path, description = "alarm id")),
+    responses(
+        (status = 200, description = "the alarm", body = Alarm),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+        (status = 404, description = "no such alarm", body = ErrorBody),
+    )
+)]
 pub(crate) async fn alarm(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -562,14 +783,19 @@ pub(crate) async fn alarm(
     Ok(Json(s.tracking.get_alarm(&id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// An acknowledgement; the operator is the logged-in user.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AlarmAck)]
 pub(crate) struct AckBody {
+    /// What the operator did about it.
     #[serde(default)]
     note: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An acknowledged alarm.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AlarmAckResult)]
 pub(crate) struct AckJson {
     alarm: Alarm,
     /// False when it had already been acknowledged; the first acknowledgement stands.
@@ -578,7 +804,23 @@ pub(crate) struct AckJson {
     sent_to_device: bool,
 }
 
-/// `POST /api/v1/alarms/{id}/ack` with `{"by": "...", "note": "..."}`.
+/// Acknowledge an alarm
+///
+/// The acknowledgement names the logged-in operator and goes out on the device's command topic.
+/// Commanders only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alarms/{id}/ack",
+    tag = "telemetry",
+    params(("id" = AlarmId, Path, description = "alarm id")),
+    request_body = AckBody,
+    responses(
+        (status = 200, description = "the alarm, acknowledged", body = AckJson),
+        (status = 400, description = "the id or the body is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not direct the command centre (audited)", body = ErrorBody),
+        (status = 404, description = "no such alarm", body = ErrorBody),
+    )
+)]
 pub(crate) async fn ack(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -608,53 +850,113 @@ pub(crate) async fn ack(
 
 // ---------------------------------------------------------------------------------------- geofences
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CrsQuery {
+    /// The CRS of the answer.
     #[serde(default)]
     crs: Crs,
 }
 
-#[derive(Debug, Deserialize)]
+/// A geofence to draw.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewGeofence)]
 pub(crate) struct FenceBody {
     name: String,
+    /// Free-form category such as `grid` (网格) or `precinct` (辖区).
     #[serde(default)]
     kind: String,
     /// A GeoJSON Polygon; only its outer ring is used. Coordinates are `[lon, lat]`.
+    #[schema(value_type = Polygon)]
     geometry: Value,
     /// The CRS of `geometry` (default wgs84; gcj02 when drawn on a Chinese base map).
     #[serde(default)]
     crs: Crs,
 }
 
-fn fence_json(f: &Geofence, crs: Crs) -> Value {
-    let mut ring: Vec<Value> = f
+/// A geofence: a polygon on the map whose entries and exits are reported.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Geofence)]
+pub(crate) struct FenceJson {
+    id: FenceId,
+    name: String,
+    /// Free-form category such as `grid` (网格) or `precinct` (辖区).
+    kind: String,
+    created_at: Timestamp,
+    /// The CRS of `geometry`.
+    #[schema(value_type = Crs)]
+    crs: &'static str,
+    geometry: Polygon,
+}
+
+/// A GeoJSON Polygon with its outer ring: `[lon, lat]` positions, the first repeated at the end.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Polygon {
+    /// `Polygon`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    coordinates: Vec<Vec<[f64; 2]>>,
+}
+
+/// Geofences.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Geofences)]
+pub(crate) struct FencesJson {
+    items: Vec<FenceJson>,
+}
+
+/// Enter and leave events.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FenceEvents)]
+pub(crate) struct FenceEventsJson {
+    items: Vec<FenceEvent>,
+}
+
+fn fence_json(f: &Geofence, crs: Crs) -> FenceJson {
+    let mut ring: Vec<[f64; 2]> = f
         .ring
         .iter()
         .map(|&(lat, lon)| {
             let (lat, lon) = crs.out(lat, lon);
-            json!([lon, lat])
+            [lon, lat]
         })
         .collect();
-    if let Some(first) = ring.first().cloned() {
+    if let Some(first) = ring.first().copied() {
         ring.push(first);
     }
-    json!({
-        "id": f.id,
-        "name": f.name,
-        "kind": f.kind,
-        "created_at": f.created_at,
-        "crs": crs.name(),
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
-    })
+    FenceJson {
+        id: f.id,
+        name: f.name.clone(),
+        kind: f.kind.clone(),
+        created_at: f.created_at,
+        crs: crs.name(),
+        geometry: Polygon {
+            kind: "Polygon",
+            coordinates: vec![ring],
+        },
+    }
 }
 
-/// `GET /api/v1/geofences`.
+/// List geofences
+///
+/// Commanders, auditors and admins.
+#[utoipa::path(
+    get,
+    path = "/api/v1/geofences",
+    tag = "telemetry",
+    params(CrsQuery),
+    responses(
+        (status = 200, description = "every geofence", body = FencesJson),
+        (status = 400, description = "crs is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn fences(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<CrsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FencesJson>, ApiError> {
     actor
         .require(
             &s,
@@ -662,21 +964,34 @@ pub(crate) async fn fences(
             "geofence.read",
         )
         .await?;
-    let items: Vec<Value> = s
+    let items = s
         .tracking
         .geofences()
         .iter()
         .map(|f| fence_json(f, q.crs))
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(FencesJson { items }))
 }
 
-/// `POST /api/v1/geofences` with `{"name", "kind", "geometry": <GeoJSON Polygon>, "crs"}`.
+/// Draw a geofence
+///
+/// Commanders only. The answer's coordinates are WGS-84, whatever the CRS drawn in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/geofences",
+    tag = "telemetry",
+    request_body = FenceBody,
+    responses(
+        (status = 201, description = "the geofence", body = FenceJson),
+        (status = 400, description = "the body or the polygon is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not direct the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn add_fence(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
     body: Result<Json<FenceBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+) -> Result<(axum::http::StatusCode, Json<FenceJson>), ApiError> {
     actor
         .require(
             &s,
@@ -708,7 +1023,21 @@ pub(crate) async fn add_fence(
     ))
 }
 
-/// `DELETE /api/v1/geofences/{id}`.
+/// Remove a geofence
+///
+/// Commanders only.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/geofences/{id}",
+    tag = "telemetry",
+    params(("id" = FenceId, Path, description = "geofence id")),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 403, description = "the caller may not direct the command centre (audited)", body = ErrorBody),
+        (status = 404, description = "no such geofence", body = ErrorBody),
+    )
+)]
 pub(crate) async fn delete_fence(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
@@ -726,20 +1055,40 @@ pub(crate) async fn delete_fence(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct FenceEventsQuery {
+    /// Only events of this recorder.
     device_id: Option<String>,
+    /// RFC 3339 start of the time range.
+    #[param(format = DateTime)]
     from: String,
+    /// RFC 3339 end of the time range.
+    #[param(format = DateTime)]
     to: String,
+    /// Most events (default 10 000, at most 100 000).
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/geofences/events?from=&to=[&device_id=]`: enter and leave events, oldest first.
+/// Geofence events
+///
+/// Enter and leave events, oldest first. Commanders, auditors and admins. Coordinates are WGS-84.
+#[utoipa::path(
+    get,
+    path = "/api/v1/geofences/events",
+    tag = "telemetry",
+    params(FenceEventsQuery),
+    responses(
+        (status = 200, description = "the events", body = FenceEventsJson),
+        (status = 400, description = "a parameter is malformed", body = ErrorBody),
+        (status = 403, description = "the caller may not watch the command centre (audited)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn fence_events(
     State(s): State<ApiState>,
     Extension(actor): Extension<crate::auth::Actor>,
     Query(q): Query<FenceEventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FenceEventsJson>, ApiError> {
     actor
         .require(
             &s,
@@ -759,12 +1108,13 @@ pub(crate) async fn fence_events(
             limit,
         )
         .await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(FenceEventsJson { items }))
 }
 
 // ------------------------------------------------------------------------------- MQTT broker hooks
 
-#[derive(Debug, Deserialize)]
+/// An MQTT login, as EMQX's HTTP authenticator sends it.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct BrokerAuth {
     username: String,
     #[serde(default)]
@@ -773,14 +1123,62 @@ pub(crate) struct BrokerAuth {
     clientid: String,
 }
 
-/// `POST /api/v1/mqtt/auth`: EMQX's HTTP authenticator. Answers `{"result":"allow"|"deny"}`:
-/// stations and recorders log in with their credential (user = id, password = secret hex); the user
-/// names in `mqtt_superusers` with the password of `mqtt_password_file` (Custody's own bridge) log in
-/// as superusers.
+/// What the broker hooks answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BrokerAnswer {
+    result: BrokerResult,
+    /// Login only, when allowed: whether the client is a superuser (Custody's own bridge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_superuser: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BrokerResult {
+    Allow,
+    Deny,
+}
+
+impl BrokerAnswer {
+    /// A login allowed, as a superuser or not.
+    fn login(superuser: bool) -> Json<Self> {
+        Json(Self {
+            result: BrokerResult::Allow,
+            is_superuser: Some(superuser),
+        })
+    }
+
+    fn allow_if(allow: bool) -> Json<Self> {
+        Json(Self {
+            result: if allow {
+                BrokerResult::Allow
+            } else {
+                BrokerResult::Deny
+            },
+            is_superuser: None,
+        })
+    }
+}
+
+/// MQTT login hook
+///
+/// EMQX's HTTP authenticator: stations and recorders log in with their credential (user = id,
+/// password = secret hex); the user names in `mqtt_superusers` with the password of
+/// `mqtt_password_file` (Custody's own bridge) log in as superusers. Public: the broker calls it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mqtt/auth",
+    tag = "mqtt",
+    security(()),
+    request_body = BrokerAuth,
+    responses(
+        (status = 200, description = "allow or deny", body = BrokerAnswer),
+    )
+)]
 pub(crate) async fn broker_auth(
     State(s): State<ApiState>,
     Json(req): Json<BrokerAuth>,
-) -> Json<Value> {
+) -> Json<BrokerAnswer> {
     if s.mqtt_superusers.contains(&req.username) {
         let ok = s
             .mqtt_password
@@ -789,41 +1187,55 @@ pub(crate) async fn broker_auth(
         if !ok {
             tracing::warn!(user = %req.username, client = %req.clientid, "mqtt superuser login refused");
         }
-        return Json(if ok {
-            json!({"result": "allow", "is_superuser": true})
+        return if ok {
+            BrokerAnswer::login(true)
         } else {
-            json!({"result": "deny"})
-        });
+            BrokerAnswer::allow_if(false)
+        };
     }
     let principal = crate::mqtt_principal(&s, &req.username, &req.password).await;
-    Json(match principal {
-        Ok(_) => json!({"result": "allow", "is_superuser": false}),
+    match principal {
+        Ok(_) => BrokerAnswer::login(false),
         Err(e) => {
             tracing::info!(user = %req.username, client = %req.clientid, reason = %e, "mqtt login refused");
-            json!({"result": "deny"})
+            BrokerAnswer::allow_if(false)
         }
-    })
+    }
 }
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Debug, Deserialize)]
+/// A publish or subscribe, as EMQX's HTTP authorizer sends it.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct BrokerAcl {
     username: String,
     topic: String,
     /// `publish` or `subscribe`.
+    #[schema(pattern = "^(publish|subscribe)$")]
     action: String,
 }
 
-/// `POST /api/v1/mqtt/acl`: EMQX's HTTP authorizer. A station or recorder may publish only under its
-/// own topics and subscribe only to its own cmd topic (the same rules as the embedded endpoint);
-/// superusers may subscribe to anything and publish only cmd topics.
+/// MQTT topic access hook
+///
+/// EMQX's HTTP authorizer. A station or recorder may publish only under its own topics and subscribe
+/// only to its own cmd topic (the same rules as the embedded endpoint); superusers may subscribe to
+/// anything and publish only cmd topics. Public: the broker calls it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mqtt/acl",
+    tag = "mqtt",
+    security(()),
+    request_body = BrokerAcl,
+    responses(
+        (status = 200, description = "allow or deny", body = BrokerAnswer),
+    )
+)]
 pub(crate) async fn broker_acl(
     State(s): State<ApiState>,
     Json(req): Json<BrokerAcl>,
-) -> Json<Value> {
+) -> Json<BrokerAnswer> {
     let allow = if s.mqtt_superusers.contains(&req.username) {
         match req.action.as_str() {
             "subscribe" => true,
@@ -843,5 +1255,5 @@ pub(crate) async fn broker_acl(
     if !allow {
         tracing::info!(user = %req.username, topic = %req.topic, action = %req.action, "mqtt topic access refused");
     }
-    Json(json!({"result": if allow { "allow" } else { "deny" }}))
+    BrokerAnswer::allow_if(allow)
 }

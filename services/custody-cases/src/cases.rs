@@ -81,6 +81,7 @@ pub struct LinkRequest {
 
 /// Coverage of one step.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepReport {
     pub step_id: StepId,
     pub title: String,
@@ -95,6 +96,7 @@ pub struct StepReport {
 
 /// Coverage of a whole case.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CoverageReport {
     pub case_id: CaseId,
     /// Pauses at most this long are not gaps.

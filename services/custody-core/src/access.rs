@@ -74,6 +74,7 @@ impl From<Username> for String {
 /// A role a user account holds. A user may hold several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// 执法人员: sees the footage of recorders they held.
     Officer,
@@ -134,6 +135,11 @@ impl fmt::Display for Role {
 
 /// A set of roles; never empty once parsed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = Vec<Role>)
+)]
 pub struct Roles(u8);
 
 impl Roles {

@@ -112,6 +112,7 @@ impl From<CaseNo> for String {
 /// The administrative procedure a case follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Procedure {
     /// 一般程序: filed, investigated, reviewed, then decided.
     General,
@@ -183,6 +184,7 @@ impl FromStr for Procedure {
 /// Where a case stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CaseStatus {
     /// 受案: the matter has been received.
     Accepted,

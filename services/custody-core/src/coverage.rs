@@ -33,6 +33,7 @@ pub struct IntervalError {
 /// leaves a gap before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawInterval", into = "RawInterval")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Interval {
     start: Timestamp,
     end: Timestamp,
@@ -181,6 +182,7 @@ impl Recording {
 
 /// A part of a step's window an officer did not record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Gap {
     pub officer: BadgeNo,
     pub interval: Interval,
@@ -191,6 +193,7 @@ pub struct Gap {
 
 /// How well one officer's recordings cover one step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OfficerCoverage {
     pub officer: BadgeNo,
     /// The recorded parts of the window: clipped to it, merged and sorted.
@@ -464,6 +467,7 @@ impl Candidate {
 
 /// A candidate worth offering for linking to a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Suggestion {
     pub evidence_id: EvidenceId,
     pub officer: BadgeNo,

@@ -37,6 +37,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for documentation (the OpenAPI error schema lists their names) and tests.
+    pub const ALL: [ErrorCode; 13] = [
+        Self::InvalidArgument,
+        Self::NotFound,
+        Self::Gone,
+        Self::AlreadyExists,
+        Self::FailedPrecondition,
+        Self::OutOfRange,
+        Self::Aborted,
+        Self::IntegrityMismatch,
+        Self::ResourceExhausted,
+        Self::Unauthenticated,
+        Self::PermissionDenied,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     /// The HTTP status code for this error.
     pub fn http_status(self) -> u16 {
         match self {
@@ -132,22 +149,33 @@ mod tests {
 
     #[test]
     fn no_error_maps_to_grpc_ok_or_unknown() {
-        for c in [
-            ErrorCode::InvalidArgument,
-            ErrorCode::NotFound,
-            ErrorCode::Gone,
-            ErrorCode::AlreadyExists,
-            ErrorCode::FailedPrecondition,
-            ErrorCode::OutOfRange,
-            ErrorCode::Aborted,
-            ErrorCode::IntegrityMismatch,
-            ErrorCode::ResourceExhausted,
-            ErrorCode::Unauthenticated,
-            ErrorCode::PermissionDenied,
-            ErrorCode::Unavailable,
-            ErrorCode::Internal,
-        ] {
+        for c in ErrorCode::ALL {
             assert!(c.grpc_code() > 2, "{c}");
+        }
+    }
+
+    #[test]
+    fn all_lists_every_code_once() {
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        // A new variant stops this match from compiling: add it here and to ALL.
+        for c in ErrorCode::ALL {
+            match c {
+                ErrorCode::InvalidArgument
+                | ErrorCode::NotFound
+                | ErrorCode::Gone
+                | ErrorCode::AlreadyExists
+                | ErrorCode::FailedPrecondition
+                | ErrorCode::OutOfRange
+                | ErrorCode::Aborted
+                | ErrorCode::IntegrityMismatch
+                | ErrorCode::ResourceExhausted
+                | ErrorCode::Unauthenticated
+                | ErrorCode::PermissionDenied
+                | ErrorCode::Unavailable
+                | ErrorCode::Internal => {}
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ impl Importance {
 /// What kind of recording a file is (GA/T 947 media types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MediaType {
     Video,
     Audio,
@@ -156,6 +157,7 @@ pub struct Evidence {
 /// How an evidence item is attributed to an officer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttributionSource {
     /// The check-out register (领用/归还) says who held the recorder at capture time.
     Checkout,
@@ -191,6 +193,7 @@ impl AttributionSource {
 /// register, with the capture time corrected for the recorder's clock offset), cross-checked with the
 /// officer the docking station read from the recorder.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attribution {
     pub officer: Option<BadgeNo>,
     pub source: AttributionSource,
@@ -203,6 +206,7 @@ pub struct Attribution {
 }
 
 /// A legal hold (诉讼保全, 复议 or 信访 in progress): the item is kept whatever its age until released.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegalHold {
     pub reason: String,
@@ -211,6 +215,7 @@ pub struct LegalHold {
 }
 
 /// The bytes were deleted because the item's retention ended; the row stays as a tombstone.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deletion {
     /// When the item was marked deleted (its `retention_delete` ledger event is queued at that instant).
@@ -224,6 +229,7 @@ pub struct Deletion {
 
 /// What retention knows of an item beyond its capture time (`custody_core::retention::Facts` adds the
 /// cases it is linked to).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RetentionMarks {
     pub legal_hold: Option<LegalHold>,

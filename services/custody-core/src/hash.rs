@@ -41,6 +41,11 @@ macro_rules! digest_type {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
+        #[cfg_attr(
+            feature = "openapi",
+            derive(utoipa::ToSchema),
+            schema(value_type = String, pattern = "^[0-9a-f]{64}$")
+        )]
         pub struct $name([u8; 32]);
 
         impl $name {

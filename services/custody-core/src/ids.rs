@@ -43,6 +43,12 @@ macro_rules! name_id {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
+        // The pattern says in OpenAPI what `check_name_id` checks.
+        #[cfg_attr(
+            feature = "openapi",
+            derive(utoipa::ToSchema),
+            schema(value_type = String, pattern = "^[A-Za-z0-9._:-]{1,64}$")
+        )]
         pub struct $name(String);
 
         impl $name {
@@ -99,6 +105,11 @@ macro_rules! uuid_id {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
+        #[cfg_attr(
+            feature = "openapi",
+            derive(utoipa::ToSchema),
+            schema(value_type = String, format = "uuid")
+        )]
         pub struct $name(Uuid);
 
         impl $name {

@@ -24,6 +24,7 @@ pub const ENTRY_VERSION: u32 = 1;
 /// What happened to an item of evidence. Every state change and every access is one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     Ingest,
     Link,
@@ -78,6 +79,7 @@ impl std::fmt::Display for EventKind {
 /// One ledger entry (version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     /// Encoding version; always [`ENTRY_VERSION`] for entries written by this code.
     pub v: u32,
@@ -629,6 +631,7 @@ pub const PROOF_FORMAT: &str = "custody-ledger-proof/v1";
 /// receipt a station keeps before it frees a file, and what an export package carries for each event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerProof {
     /// Always [`PROOF_FORMAT`].
     pub format: String,

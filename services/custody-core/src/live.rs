@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// An alarm (SOS) raised by a recorder, from its alarm topic or the SOS flag of a fix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alarm {
     pub id: AlarmId,
     pub device_id: DeviceId,
@@ -78,6 +79,7 @@ impl Geofence {
 /// Whether a device went into or out of a fence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FenceTransition {
     Enter,
     Leave,
@@ -104,6 +106,7 @@ impl FenceTransition {
 
 /// A device entering or leaving a fence, at the fix that crossed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FenceEvent {
     pub device_id: DeviceId,
     pub fence_id: FenceId,

@@ -13,6 +13,7 @@ use std::time::Duration;
 /// What kind of data a stream carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StreamKind {
     Video,
     Audio,
@@ -24,6 +25,7 @@ pub enum StreamKind {
 
 /// One stream of a container, as the demuxer and its codec parameters describe it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamInfo {
     pub index: u32,
     pub kind: StreamKind,
@@ -65,6 +67,7 @@ impl StreamInfo {
 
 /// A place embedded in the file (ISO 6709 `location` tag of MP4, EXIF GPS of a photo), WGS-84.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmbeddedLocation {
     pub lat: f64,
     pub lon: f64,
@@ -74,6 +77,7 @@ pub struct EmbeddedLocation {
 
 /// What the probe found in a file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaInfo {
     /// ffmpeg's demuxer name: `mov,mp4,m4a,3gp,3g2,mj2`, `wav`, `mp3`, `image2`, `jpeg_pipe`, ...
     pub container: String,
@@ -275,6 +279,7 @@ fn browser_refusal(info: &MediaInfo) -> Option<String> {
 /// Where a probe or a derived file stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MediaState {
     /// Queued or running.
     Pending,
@@ -312,6 +317,7 @@ impl MediaState {
 /// A file made from an evidence item for viewing. It never replaces the original.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DerivedKind {
     /// One JPEG: a frame of a video, or a photo downscaled.
     Poster,

@@ -23,6 +23,7 @@ use std::fmt;
 
 /// One fix of one recorder, in WGS-84.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Position {
     pub device: DeviceId,
     /// When the fix was taken (device clock, UTC).

@@ -16,6 +16,7 @@ use std::fmt;
 /// What kind of copy a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CopyKind {
     /// The original bytes of one evidence item (`GET /api/v1/evidence/{id}/content`).
     Download,
@@ -99,6 +100,7 @@ impl fmt::Display for CopyTarget {
 /// Where a request stands. Only `pending` ever changes, and only once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RequestState {
     /// Waiting for a supervisor.
     Pending,

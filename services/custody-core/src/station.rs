@@ -16,6 +16,7 @@ pub const REPORT_VERSION: u32 = 1;
 /// What is happening in one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SlotState {
     /// No recorder docked.
     Empty,
@@ -29,6 +30,7 @@ pub enum SlotState {
 
 /// The officer a docked recorder is bound to, as its device-info file says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OfficerBinding {
     /// Badge number (警号).
     pub badge: BadgeNo,
@@ -39,6 +41,7 @@ pub struct OfficerBinding {
 
 /// One slot of a station.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SlotStatus {
     /// The slot's name in the station's configuration (e.g. `01`).
     pub slot: String,
@@ -64,6 +67,7 @@ pub struct SlotStatus {
 
 /// The retained report of all slots of a station.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SlotsReport {
     /// Always [`REPORT_VERSION`].
     pub v: u32,
@@ -76,6 +80,7 @@ pub struct SlotsReport {
 /// A station's periodic sign of life. A station that stops without saying so gets an MQTT last will with
 /// `online: false` published for it by the broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     /// Always [`REPORT_VERSION`].
     pub v: u32,

@@ -8,6 +8,11 @@ use std::fmt;
 /// An instant in UTC with microsecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, format = DateTime)
+)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

@@ -21,6 +21,7 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// A station as the API shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StationView {
     pub id: StationId,
     pub name: String,

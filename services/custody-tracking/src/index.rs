@@ -13,6 +13,7 @@ type Entry = GeomWithData<[f64; 3], DeviceId>;
 
 /// A device near a point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nearby {
     /// Great-circle distance in metres.
     pub distance_m: f64,
