@@ -275,3 +275,24 @@ async fn retention_on_postgres_and_s3() {
     )
     .await;
 }
+
+/// The worker in `serve` does the same on its own, every `retention_interval`.
+#[tokio::test]
+async fn the_serving_worker_deletes_old_footage_by_itself() {
+    let app = spawn_configured(Backends::Embedded, |c| {
+        c.retention_interval = std::time::Duration::from_millis(200)
+    })
+    .await;
+    let old = upload_old(&app, 9).await;
+    let mut keep = serde_json::Value::Null;
+    for _ in 0..100 {
+        keep = retention_of(&app, &app.http_client, &old).await["keep"].clone();
+        if keep == "deleted" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(keep, "deleted", "the worker deleted it within 10 s");
+    app.settle_ledger().await;
+    app.shutdown().await;
+}
