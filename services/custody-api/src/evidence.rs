@@ -373,13 +373,13 @@ pub(crate) async fn content(
     s.cases
         .check_evidence_access(actor.user(), id, "evidence.download")
         .await?;
+    let evidence = s.ingest.evidence(id).await?;
     // 410, saying when and why, once retention deleted the bytes (before asking for an approval that
     // could not help).
-    custody_ingest::require_bytes(&s.ingest.evidence(id).await?)?;
+    custody_ingest::require_bytes(&evidence)?;
     // Approval before copy: an original leaves only on a live request approved by another
     // supervisor; without one the refusal is audited and says how to ask.
     s.requests.require_download(actor.user(), id).await?;
-    let evidence = s.ingest.evidence(id).await?;
     let size = evidence.size;
     let range = match range_or_refusal(&headers, size)? {
         Ok(r) => r,

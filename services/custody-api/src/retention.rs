@@ -30,33 +30,26 @@ pub(crate) struct RetentionJson {
     marks: RetentionMarks,
 }
 
-fn answer(e: custody_core::Evidence, d: Option<Decision>) -> RetentionJson {
-    let (keep, until, reason) = match (&e.retention.deleted, d) {
-        (Some(del), _) => ("deleted", None, del.reason.clone()),
-        (None, Some(Decision::KeepUntil(t, r))) => ("until", Some(t), r),
-        (None, Some(Decision::KeepForever(r))) => ("forever", None, r),
-        (None, Some(Decision::Due { since, reason })) => ("due", Some(since), reason),
-        (None, None) => ("forever", None, String::new()),
+/// How long `e` is kept as of now: its deletion, or the policy's decision.
+async fn current(
+    retention: &Retention,
+    e: custody_core::Evidence,
+) -> Result<RetentionJson, ApiError> {
+    let (keep, until, reason) = match &e.retention.deleted {
+        Some(d) => ("deleted", None, d.reason.clone()),
+        None => match retention.decision_now(&e).await? {
+            Decision::KeepUntil(t, r) => ("until", Some(t), r),
+            Decision::KeepForever(r) => ("forever", None, r),
+            Decision::Due { since, reason } => ("due", Some(since), reason),
+        },
     };
-    RetentionJson {
+    Ok(RetentionJson {
         evidence_id: e.id,
         keep,
         until,
         reason,
         marks: e.retention,
-    }
-}
-
-async fn current(
-    retention: &Retention,
-    e: custody_core::Evidence,
-) -> Result<RetentionJson, ApiError> {
-    let d = if e.deleted().is_some() {
-        None
-    } else {
-        Some(retention.decision_now(&e).await?)
-    };
-    Ok(answer(e, d))
+    })
 }
 
 #[utoipa::path(

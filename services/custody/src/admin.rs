@@ -484,12 +484,7 @@ pub async fn media(config_file: &Path, explicit: bool, cmd: MediaCommand) -> any
         }
     };
     let meta = open_meta(config_file, explicit, &storage).await?;
-    let now = custody_core::Timestamp::from_unix_micros(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0),
-    );
+    let now = crate::now();
     let result = async {
         match cmd {
             MediaCommand::Status { failed, .. } => {

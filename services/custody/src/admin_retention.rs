@@ -30,14 +30,6 @@ pub enum RetentionCommand {
     },
 }
 
-fn now() -> Timestamp {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_unix_micros(micros)
-}
-
 pub async fn retention(
     config_file: &Path,
     explicit: bool,
@@ -66,7 +58,7 @@ pub async fn retention(
                 Some(s) => Timestamp::parse_rfc3339(&s).map_err(|e| {
                     anyhow::anyhow!("--at: {e} (expected RFC 3339, e.g. 2027-07-01T00:00:00+08:00)")
                 })?,
-                None => now(),
+                None => crate::now(),
             };
             let (meta, blobs) = crate::app::open_storage(&config).await?;
             let retention = Retention::new(meta.clone(), blobs, None, config.retention()?);

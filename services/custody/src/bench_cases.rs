@@ -8,6 +8,7 @@
 //! computed again and again: with suggestions (what `GET /cases/{id}/coverage` does, one lookup of
 //! unlinked footage per step and officer) and without (the check a status change to review makes).
 
+use crate::now;
 use anyhow::Context;
 use custody_cases::{Accounts, AccountsConfig, Cases, CasesConfig, LinkRequest, NewCase, NewStep};
 use custody_core::access::{Roles, Username};
@@ -50,14 +51,6 @@ pub struct CoverageBenchArgs {
 
 const T0: i64 = 1_795_000_000_000_000;
 const SEC: i64 = 1_000_000;
-
-fn now() -> Timestamp {
-    let us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_unix_micros(us)
-}
 
 /// Commits one evidence row as ingest does and records its probe as the media job does.
 async fn recording(

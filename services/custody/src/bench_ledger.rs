@@ -10,6 +10,7 @@
 //!    background; each receipt is verified against the log's verifier key;
 //! 3. inclusion-proof time: `Ledger::inclusion_proof` for random leaves of the newest checkpoint.
 
+use crate::now;
 use anyhow::Context;
 use bytes::Bytes;
 use bytesize::ByteSize;
@@ -379,14 +380,6 @@ pub async fn run(args: LedgerBenchArgs) -> anyhow::Result<()> {
         final_state.size, final_state.checkpoint_size
     );
     Ok(())
-}
-
-/// The wall clock as a ledger timestamp.
-fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix_micros(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn view_event(evidence: EvidenceId, i: u64) -> PendingEvent {

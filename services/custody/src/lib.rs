@@ -23,6 +23,17 @@ pub mod verify_package;
 pub use app::{App, BoundAddrs, build, shutdown_signal};
 pub use config::Config;
 
+/// The wall clock as a Timestamp: the one place the binary's commands read it (the domain crate never
+/// does).
+pub fn now() -> custody_core::Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    custody_core::Timestamp::from_unix_micros(
+        i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX),
+    )
+}
+
 /// Sets up logging once: `filter` in `tracing` syntax (the `RUST_LOG` environment variable wins), text or
 /// JSON lines on standard error.
 pub fn init_logging(filter: &str, json: bool) {
