@@ -43,6 +43,8 @@ pub struct TestApp {
     pub officers: custody_cases::Officers,
     /// Download and export requests (approval before copy).
     pub requests: custody_cases::Requests,
+    /// The retention worker of the running server.
+    pub retention: custody_cases::Retention,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -105,6 +107,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
     let accounts = app.accounts().clone();
     let officers = app.officers().clone();
     let requests = app.requests().clone();
+    let retention = app.retention().clone();
     let token = user_token(
         &accounts,
         "tester",
@@ -138,6 +141,7 @@ pub async fn spawn_with(config: Config, dir: Option<tempfile::TempDir>) -> TestA
         accounts,
         officers,
         requests,
+        retention,
         stop: Some(tx),
         task: Some(task),
         _dir: dir,
